@@ -1,0 +1,1 @@
+"""Turns the platform settings into JupyterHub configuration (see ``config.configure``)."""

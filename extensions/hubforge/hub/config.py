@@ -1,0 +1,116 @@
+"""Build the hub's JupyterHub configuration from the platform settings.
+
+``hub_config/jupyterhub_config.py`` is two lines: load :class:`~hubforge.settings.Settings`
+and call :func:`configure`. Everything the platform decides about JupyterHub lives here,
+so the settings file stays small and the mapping is tested in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ..profiles import load_profiles
+from ..settings import Settings
+from .proxy import proxy_command
+
+#: Scopes the idle culler needs, and no more (as in jupyterhub-idle-culler's README).
+IDLE_CULLER_SCOPES = [
+    "list:users",
+    "read:users:activity",
+    "read:servers",
+    "delete:servers",
+]
+
+
+SPAWNER_CLASSES = {"local": "hubforge.spawners.local.LocalSpawner"}
+
+
+def configure(c, settings: Settings) -> None:
+    """Apply `settings` to the JupyterHub config object `c`.
+
+    Validates the spawner profiles first: an invalid file raises ProfileFileError, and
+    the hub does not start.
+    """
+    profile_paths = [str(settings.resolve_path(p)) for p in settings.profiles]
+    load_profiles(profile_paths)
+
+    data_dir = settings.resolve_path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+
+    c.JupyterHub.bind_url = settings.bind_url
+    c.JupyterHub.hub_bind_url = settings.hub_bind_url
+    c.JupyterHub.db_url = settings.db_url or f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(data_dir / "jupyterhub.pid")
+    c.ConfigurableHTTPProxy.command = proxy_command()
+    c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
+    if settings.proxy_api_port:
+        c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
+
+    configure_auth(c, settings)
+    configure_spawner(c, settings, profile_paths, data_dir)
+    configure_services(c, settings)
+
+
+def configure_auth(c, settings: Settings) -> None:
+    """NativeAuthenticator: sign-up with bcrypt-hashed passwords and admin approval."""
+    import nativeauthenticator
+
+    c.JupyterHub.authenticator_class = "nativeauthenticator.NativeAuthenticator"
+    c.JupyterHub.template_paths = [str(Path(nativeauthenticator.__file__).parent / "templates")]
+    c.Authenticator.admin_users = set(settings.admin_users)
+    # NativeAuthenticator only lets authorized (approved) sign-ups log in, so the hub
+    # itself need not keep a second allow list.
+    c.Authenticator.allow_all = True
+    c.NativeAuthenticator.open_signup = settings.open_signup
+    c.NativeAuthenticator.minimum_password_length = 8
+    c.NativeAuthenticator.check_common_password = True
+    c.NativeAuthenticator.allowed_failed_logins = 10
+    c.NativeAuthenticator.seconds_before_next_try = 60
+
+
+def configure_spawner(c, settings: Settings, profile_paths: list[str], data_dir: Path) -> None:
+    c.JupyterHub.spawner_class = SPAWNER_CLASSES[settings.mode]
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = settings.named_server_limit
+    c.Spawner.start_timeout = settings.start_timeout
+    c.Spawner.http_timeout = settings.start_timeout
+    c.Spawner.default_url = "/lab"
+    c.LocalSpawner.profile_paths = profile_paths
+    c.LocalSpawner.isolation = settings.local_isolation
+    c.LocalSpawner.system_user_prefix = settings.system_user_prefix
+    c.LocalSpawner.home_root = settings.home_root
+    c.LocalSpawner.shared_home_root = str(data_dir / "homes")
+    c.LocalSpawner.gpus = settings.gpus
+
+
+def configure_services(c, settings: Settings) -> None:
+    """Hub-managed services: the idle culler (more services join in later issues)."""
+    services = []
+    roles = []
+    if settings.idle_timeout > 0:
+        every = settings.cull_every or max(5, settings.idle_timeout // 2)
+        services.append(
+            {
+                "name": "idle-culler",
+                "command": [
+                    sys.executable, "-m", "jupyterhub_idle_culler",
+                    f"--timeout={settings.idle_timeout}",
+                    f"--cull-every={every}",
+                ],
+            }
+        )
+        roles.append({"name": "idle-culler", "scopes": IDLE_CULLER_SCOPES, "services": ["idle-culler"]})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+
+
+def public_url(settings: Settings) -> str:
+    """The URL users open; 127.0.0.1 stands in for an all-interfaces bind."""
+    u = urlparse(settings.bind_url)
+    host = "127.0.0.1" if u.hostname in ("0.0.0.0", "", None) else u.hostname
+    return f"{u.scheme}://{host}:{u.port or 80}{u.path}"

@@ -1,0 +1,224 @@
+"""The platform settings file (``hub_config/hubforge.yaml``).
+
+Admins describe the platform once in a small YAML file: the spawn mode, where the
+spawner profiles live, who the first admins are, the idle-culler timeout and the
+local spawner's isolation. :class:`Settings` is a traitlets ``Configurable``, so every
+key is a documented, typed trait (``hubforge config-reference`` prints them all) and can
+also be set from ``jupyterhub_config.py`` as ``c.Settings.<key> = ...``; values in the
+YAML file win over those defaults, and a key the class does not know is an error that
+names the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from traitlets import Bool, Enum, Integer, List, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
+
+from .exceptions import SettingsError
+
+#: The HubForge checkout (hub_config/, spawner_profiles/). ``HUBFORGE_ROOT`` wins, for
+#: installs that are not editable (the launcher scripts set it).
+REPO_ROOT = Path(os.environ.get("HUBFORGE_ROOT") or Path(__file__).resolve().parents[2])
+DEFAULT_SETTINGS_FILE = REPO_ROOT / "hub_config" / "hubforge.yaml"
+
+
+class Settings(LoggingConfigurable):
+    """Platform-wide settings, read from ``hubforge.yaml``."""
+
+    source = Unicode(
+        "",
+        help="Path of the YAML file these settings were read from (set by `load`).",
+    )
+
+    mode = Enum(
+        ["local"],
+        default_value="local",
+        help="""How user servers run.
+
+        `local` (the embedded default) runs each server as a local process. The
+        `containers` (podman/Docker) and `kubernetes` modes are not in this release yet.
+        Example: ``mode: local``.
+        """,
+    ).tag(config=True)
+
+    bind_url = Unicode(
+        "http://127.0.0.1:8000/",
+        help="""Public URL the proxy listens on, base URL included.
+
+        Default ``http://127.0.0.1:8000/``. Set a path to serve the hub under a prefix,
+        e.g. ``http://127.0.0.1:8000/hub-prefix/``.
+        """,
+    ).tag(config=True)
+
+    hub_bind_url = Unicode(
+        "http://127.0.0.1:8081/",
+        help="""Where the hub process itself listens (behind the proxy). Default
+        ``http://127.0.0.1:8081/``; change it to run two hubs on one machine.""",
+    ).tag(config=True)
+
+    proxy_api_port = Integer(
+        0,
+        help="""Port of the proxy's REST API on 127.0.0.1. 0 (default): the public port + 1.""",
+    ).tag(config=True)
+
+    named_server_limit = Integer(
+        5,
+        help="""How many named servers each user may run at once (0: no limit). Default 5.""",
+    ).tag(config=True)
+
+    data_dir = Unicode(
+        help="""Directory for the hub's state: database, cookie secret, proxy token, logs.
+
+        Relative paths are relative to the settings file. Default: ``.hubforge/`` in the
+        repository. Created with mode 0700.
+        """,
+    ).tag(config=True)
+
+    @default("data_dir")
+    def _default_data_dir(self):
+        return str(REPO_ROOT / ".hubforge")
+
+    db_url = Unicode(
+        "",
+        help="""SQLAlchemy URL of the hub database.
+
+        Default: a SQLite file ``jupyterhub.sqlite`` in `data_dir`. For teams use
+        PostgreSQL, e.g. ``postgresql://hub:PASSWORD@db/jupyterhub`` (or set the
+        ``HUBFORGE_DB_URL`` environment variable so the password stays out of the file).
+        """,
+    ).tag(config=True)
+
+    profiles = List(
+        Unicode(),
+        help="""Spawner profile files or directories (every ``*.yaml`` inside).
+
+        Relative paths are relative to the settings file. Default: the repository's
+        ``spawner_profiles/``. The hub refuses to start if any file is invalid.
+        """,
+    ).tag(config=True)
+
+    @default("profiles")
+    def _default_profiles(self):
+        return [str(REPO_ROOT / "spawner_profiles")]
+
+    admin_users = List(
+        Unicode(),
+        help="""Hub users who are admins. An admin name can sign up without approval.
+
+        Also settable with ``hubforge up --admin NAME``. Example: ``admin_users: [alice]``.
+        """,
+    ).tag(config=True)
+
+    open_signup = Bool(
+        False,
+        help="""Let anyone who signs up log in without an admin's approval.
+
+        Default ``false``: new sign-ups wait until an admin authorizes them at
+        ``/hub/authorize``.
+        """,
+    ).tag(config=True)
+
+    idle_timeout = Integer(
+        3600,
+        help="""Seconds of inactivity after which jupyterhub-idle-culler stops a server.
+
+        Default 3600 (one hour). 0 disables the culler.
+        """,
+    ).tag(config=True)
+
+    cull_every = Integer(
+        0,
+        help="""How often, in seconds, the idle culler checks. 0 (default) means
+        idle_timeout / 2, at least 5 seconds.""",
+    ).tag(config=True)
+
+    local_isolation = Enum(
+        ["auto", "system-users", "shared"],
+        default_value="auto",
+        help="""How local servers are kept apart.
+
+        `system-users`: each hub user runs as their own system user (``hf-<name>``) with an
+        owner-only home directory; needs root. `shared`: every server runs as the hub's own
+        user, with homes under `data_dir`/homes (no isolation between users; for a laptop).
+        `auto` (default): `system-users` when the hub runs as root, else `shared`.
+        """,
+    ).tag(config=True)
+
+    system_user_prefix = Unicode(
+        "hf-",
+        help="Prefix of the system users created for hub users in `system-users` isolation.",
+    ).tag(config=True)
+
+    home_root = Unicode(
+        "/home",
+        help="""Parent directory of the per-user homes created in `system-users` isolation.""",
+    ).tag(config=True)
+
+    gpus = Unicode(
+        "auto",
+        help="""GPUs the local spawner may hand out.
+
+        ``auto`` (default) asks ``nvidia-smi``; ``none`` disables GPUs; or a comma-separated
+        list of device ids, e.g. ``"0,1"``, to use only those.
+        """,
+    ).tag(config=True)
+
+    start_timeout = Integer(
+        60,
+        help="Seconds a user server may take to start before the spawn fails.",
+    ).tag(config=True)
+
+    @validate("bind_url")
+    def _check_bind_url(self, proposal):
+        url = proposal["value"]
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"bind_url must start with http:// or https://, got {url!r}")
+        return url if url.endswith("/") else url + "/"
+
+    def resolve_path(self, path: str) -> Path:
+        """A path from the settings, made absolute relative to the settings file."""
+        p = Path(os.path.expanduser(path))
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).parent / p
+        return p.resolve()
+
+    @property
+    def effective_isolation(self) -> str:
+        if self.local_isolation != "auto":
+            return self.local_isolation
+        return "system-users" if os.geteuid() == 0 else "shared"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, **kwargs) -> "Settings":
+        """Read settings from a YAML file (default: ``HUBFORGE_SETTINGS`` or the repo's).
+
+        Raises SettingsError naming the file and key for unknown keys or bad values.
+        """
+        path = Path(path or os.environ.get("HUBFORGE_SETTINGS") or DEFAULT_SETTINGS_FILE)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise SettingsError(f"{path}: settings file not found") from None
+        except yaml.YAMLError as e:
+            raise SettingsError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise SettingsError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+        known = {name for name, t in cls.class_traits(config=True).items()}
+        for key in data:
+            if key not in known:
+                raise SettingsError(
+                    f"{path}: unknown setting {key!r}; known settings: {', '.join(sorted(known))}"
+                )
+        settings = cls(source=str(path.resolve()), **kwargs)
+        for key, value in data.items():
+            try:
+                setattr(settings, key, value)
+            except Exception as e:  # traitlets raises TraitError with its own wording
+                raise SettingsError(f"{path}: setting {key!r}: invalid value {value!r}: {e}") from None
+        if os.environ.get("HUBFORGE_DB_URL"):
+            settings.db_url = os.environ["HUBFORGE_DB_URL"]
+        return settings

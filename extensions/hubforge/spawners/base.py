@@ -1,0 +1,145 @@
+"""What every HubForge spawner shares: profiles in, validated settings out.
+
+`ProfileSpawnerMixin` is mixed into a JupyterHub ``Spawner`` subclass (local process,
+container, Kubernetes). It renders the spawn form from the profiles the user may use,
+turns form data and REST ``user_options`` into a :class:`ResolvedProfile` through the
+single translation layer in :mod:`hubforge.profiles`, and reports progress as an async
+generator of small JSON events. A backend only has to turn the resolved profile into
+its own settings (``apply_profile``) and start.
+
+Bad options raise ``tornado.web.HTTPError(400)`` from ``start``: JupyterHub relays that
+status and message unchanged to the REST caller, and the spawn form shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from tornado import web
+from traitlets import HasTraits, List, Unicode, default
+
+from ..exceptions import OptionsError
+from ..profiles import ProfileSet, ResolvedProfile, load_profiles, render_form, parse_form, resolve
+
+_PROFILE_CACHE: dict[tuple, ProfileSet] = {}
+
+
+def cached_profiles(paths: list[str]) -> ProfileSet:
+    """Load profiles once per set of file modification times (edits apply to new spawns)."""
+    files = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.glob("*.y*ml")) if p.is_dir() else [p])
+    key = tuple((str(f), f.stat().st_mtime_ns) for f in files if f.exists())
+    if key not in _PROFILE_CACHE:
+        _PROFILE_CACHE.clear()
+        _PROFILE_CACHE[key] = load_profiles(paths)
+    return _PROFILE_CACHE[key]
+
+
+class ProfileSpawnerMixin(HasTraits):
+    """Profile handling shared by HubForge's spawners. Backends override `apply_profile`."""
+
+    profile_paths = List(
+        Unicode(),
+        help="""Spawner profile files or directories this spawner offers.
+
+        Set by the hub config from the settings file's ``profiles``; e.g.
+        ``c.LocalSpawner.profile_paths = ["/etc/hubforge/profiles"]``.
+        """,
+    ).tag(config=True)
+
+    resolved: ResolvedProfile | None = None
+
+    @default("profile_paths")
+    def _default_profile_paths(self):
+        from ..settings import REPO_ROOT
+
+        return [str(REPO_ROOT / "spawner_profiles")]
+
+    @property
+    def profile_set(self) -> ProfileSet:
+        return cached_profiles(self.profile_paths)
+
+    @property
+    def key(self) -> str:
+        """The stable identifier used in logs and resource names: "user:server"."""
+        return f"{self.user.name}:{self.name}" if self.name else self.user.name
+
+    def user_groups(self) -> list[str]:
+        return [g.name for g in getattr(self.user, "groups", [])]
+
+    # --- spawn form -----------------------------------------------------------------
+
+    async def get_options_form(self):
+        profiles = self.profile_set.for_user(self.user.name, self.user_groups())
+        return render_form(profiles)
+
+    def options_from_form(self, formdata):
+        options = parse_form(formdata)
+        # Validate now so the form is shown again with the reason instead of spawning.
+        try:
+            resolve(self.profile_set, options, self.user.name, self.user_groups())
+        except OptionsError as e:
+            raise ValueError(str(e)) from None
+        return options
+
+    # --- validation -------------------------------------------------------------------
+
+    def resolve_options(self) -> ResolvedProfile:
+        """Resolve `user_options` against the profiles; HTTP 400 with the reason if invalid."""
+        try:
+            return resolve(self.profile_set, self.user_options or {}, self.user.name, self.user_groups())
+        except OptionsError as e:
+            raise web.HTTPError(400, str(e), reason="Invalid user_options") from None
+
+    # --- progress ---------------------------------------------------------------------
+
+    def emit(self, message: str, progress: int) -> None:
+        """Record a progress event shown on the spawn page and in the REST progress stream."""
+        self.log.info("%s: %s", self.key, message)
+        self._events.append({"progress": progress, "message": message})
+
+    @property
+    def _events(self) -> list:
+        if not hasattr(self, "_hf_events"):
+            self._hf_events = []
+        return self._hf_events
+
+    def reset_progress(self) -> None:
+        self._hf_events = []
+        self._hf_started = time.monotonic()
+
+    async def progress(self):
+        """Yield this spawn's events as they happen, until the server has started."""
+        sent = 0
+        while True:
+            events = self._events
+            while sent < len(events):
+                yield events[sent]
+                sent += 1
+            if not self._spawn_pending:
+                return
+            await asyncio.sleep(0.1)
+
+    def profile_env(self) -> dict[str, str]:
+        """Environment every backend gives the server: the profile's own plus HubForge's."""
+        import json
+
+        r = self.resolved
+        if r is None:
+            return {}
+        env = dict(r.environment)
+        env["HUBFORGE_PROFILE"] = r.slug
+        described = r.to_dict()
+        # Admins may put credentials in a profile's environment: the server gets the
+        # variables themselves, the description only their names.
+        described["environment"] = sorted(r.environment)
+        env["HUBFORGE_RESOURCES"] = json.dumps(described, sort_keys=True)
+        if r.mem_limit:
+            env["MEM_LIMIT"] = str(r.mem_limit)
+        if r.cpu_limit:
+            env["CPU_LIMIT"] = str(r.cpu_limit)
+        return env

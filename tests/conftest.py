@@ -1,0 +1,57 @@
+"""Shared fixtures: a real HubForge hub with its proxy, under a hostile base URL."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from hubprocess import HubProcess
+
+# A real jupyter-server for the single-user tests (jp_serverapp, jp_fetch).
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+ADMIN_PASSWORD = "correct-horse-battery-9"
+TEST_PREFIX = "hft-"
+
+
+def _remove_system_users(prefix: str) -> None:
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix):
+            subprocess.run(["userdel", "--remove", entry.pw_name], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """One hub for the session: system-users isolation as root, two fake GPUs (ids 0,1)."""
+    # Homes must be reachable by the system users, so not under pytest's 0700 tmp dir.
+    homes = tempfile.mkdtemp(prefix="hubforge-homes-")
+    os.chmod(homes, 0o755)
+    hub = HubProcess(
+        tmp_path_factory.mktemp("hub"),
+        gpus="0,1",
+        system_user_prefix=TEST_PREFIX,
+        home_root=homes,
+    )
+    try:
+        hub.start()
+        yield hub
+    finally:
+        hub.stop()
+        if os.geteuid() == 0:
+            _remove_system_users(TEST_PREFIX)
+        shutil.rmtree(homes, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def admin_token(hub):
+    from hubprocess import Browserless
+
+    b = Browserless(hub)
+    r = b.signup("admin", ADMIN_PASSWORD)
+    assert r.status_code == 200, r.text
+    return hub.token("admin")

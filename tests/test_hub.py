@@ -1,0 +1,245 @@
+"""End-to-end tests of the hub: real JupyterHub, real proxy, real local servers.
+
+The hub runs under the hostile base URL ``/@/space%20word/`` with two fake GPU ids
+injected through the settings, so GPU allocation is exercised without a GPU (the
+servers never touch CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import stat
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import ADMIN_PASSWORD, TEST_PREFIX
+from hubprocess import Browserless, wait_for
+
+pytestmark = pytest.mark.slow
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="system users and cgroups need root")
+
+
+def make_user(hub, admin_token, name, groups=()):
+    r = hub.request("POST", f"/users/{name}", admin_token)
+    assert r.status_code in (201, 409), r.text
+    for g in groups:
+        hub.request("POST", f"/groups/{g}", admin_token)
+        r = hub.request("POST", f"/groups/{g}/users", admin_token, json={"users": [name]})
+        assert r.status_code == 200, r.text
+    r = hub.request("POST", f"/users/{name}/tokens", admin_token, json={"note": "test"})
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
+def spawn(hub, user, server, token, options):
+    return hub.request("POST", f"/users/{user}/servers/{server}", token, json=options)
+
+
+def server_state(hub, admin_token, user, server):
+    r = hub.request("GET", f"/users/{user}", admin_token)
+    return r.json()["servers"][server].get("state") or {}
+
+
+def info(hub, user, server, token):
+    r = requests.get(hub.server_url(user, server) + "hubforge/api/info",
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def stop(hub, user, server, token):
+    r = hub.request("DELETE", f"/users/{user}/servers/{server}", token)
+    assert r.status_code in (202, 204), r.text
+    hub.wait_gone(user, server, token)
+
+
+# --- sign-up, login and admin approval --------------------------------------------------
+
+
+def test_admin_signs_up_and_logs_in(hub, admin_token):
+    b = Browserless(hub)
+    r = b.login("admin", ADMIN_PASSWORD)
+    assert r.status_code == 200
+    assert "/hub/spawn" in r.url or "/hub/home" in r.url or "/user/admin" in r.url, r.url
+    r = b.login("admin", "wrong-password-123")
+    assert "Invalid username or password" in r.text
+
+
+def test_signup_waits_for_admin_approval(hub, admin_token):
+    user = Browserless(hub)
+    assert user.signup("carol", "carols-long-pass-77").status_code == 200
+    r = user.login("carol", "carols-long-pass-77")
+    assert "has not been authorized" in r.text
+    admin = Browserless(hub)
+    admin.login("admin", ADMIN_PASSWORD)
+    assert admin.get("hub/authorize/carol").status_code == 200
+    r = user.login("carol", "carols-long-pass-77")
+    assert "has not been authorized" not in r.text
+    assert user.get("hub/home").status_code == 200
+
+
+def test_signup_rejects_weak_password(hub):
+    r = Browserless(hub).signup("dave", "short")
+    assert "password" in r.text.lower()
+    assert Browserless(hub).login("dave", "short").url.endswith("hub/login")
+
+
+# --- the spawn page ---------------------------------------------------------------------
+
+
+def test_spawn_page_lists_only_allowed_profiles(hub, admin_token):
+    make_user(hub, admin_token, "erin")
+    b = Browserless(hub)
+    b.signup("erin", "erins-long-pass-42")
+    admin = Browserless(hub)
+    admin.login("admin", ADMIN_PASSWORD)
+    admin.get("hub/authorize/erin")
+    b.login("erin", "erins-long-pass-42")
+    page = b.get("hub/spawn/erin/named").text
+    assert 'id="profile-cpu-small"' in page and 'id="profile-gpu-1"' in page
+    assert 'id="profile-cpu-xlarge"' not in page
+    make_user(hub, admin_token, "erin", groups=["power-users"])
+    assert 'id="profile-cpu-xlarge"' in b.get("hub/spawn/erin/named").text
+
+
+# --- spawning through the REST API ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def alice(hub, admin_token):
+    return make_user(hub, admin_token, "alice")
+
+
+def test_rest_spawn_with_options_applies_profile(hub, admin_token, alice):
+    r = spawn(hub, "alice", "big", alice, {"profile": "cpu-large", "image": "2026.08"})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice", "big", alice)
+    got = info(hub, "alice", "big", alice)
+    assert got["profile"]["slug"] == "cpu-large"
+    assert got["choices"]["image"] == "2026.08"
+    state = server_state(hub, admin_token, "alice", "big")
+    pid = state["pid"]
+    assert Path(f"/proc/{pid}").exists()
+    if os.geteuid() == 0:
+        status = Path(f"/proc/{pid}/status").read_text()
+        uid = int(status.split("Uid:")[1].split()[0])
+        pw = pwd.getpwuid(uid)
+        assert pw.pw_name == f"{TEST_PREFIX}alice"
+        home = os.stat(pw.pw_dir)
+        assert stat.S_IMODE(home.st_mode) == 0o700 and home.st_uid == uid
+        assert state["cgroups"], "limits not applied"
+        mem = Path(state["cgroups"][0])
+        limit_file = mem / ("memory.max" if (mem / "memory.max").exists() else "memory.limit_in_bytes")
+        assert int(limit_file.read_text()) == state["profile"]["mem_limit"]
+        assert str(pid) in (mem / "cgroup.procs").read_text().split()
+    stop(hub, "alice", "big", alice)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    for group in state.get("cgroups", []):
+        assert not Path(group).exists()
+
+
+def test_progress_events_describe_the_spawn(hub, alice):
+    import threading
+
+    # Read the progress stream while the spawn request is still in flight.
+    posted = []
+    t = threading.Thread(target=lambda: posted.append(spawn(hub, "alice", "prog", alice, {"profile": "cpu-small"})))
+    t.start()
+
+    def stream():
+        r = hub.request("GET", "/users/alice/servers/prog/progress", alice, stream=True, timeout=90)
+        return r if r.status_code == 200 else None
+
+    r = wait_for(stream, 30, interval=0.05, what="progress stream")
+    messages = []
+    for line in r.iter_lines(decode_unicode=True):
+        if line.startswith("data:"):
+            event = json.loads(line[5:])
+            messages.append(event.get("message", ""))
+            if event.get("ready") or event.get("failed"):
+                break
+    assert any("cpu-small" in m for m in messages), messages
+    assert any("Started JupyterLab" in m for m in messages), messages
+    t.join(60)
+    assert posted and posted[0].status_code in (201, 202), posted
+    stop(hub, "alice", "prog", alice)
+
+
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"profile": "no-such-profile"}, "profile"),
+        ({"profile": "cpu-xlarge"}, "profile"),  # exists, but alice is not in power-users
+        ({"profile": "cpu-small", "image": "1999.01"}, "image"),
+        ({"profile": "cpu-small", "image--unlisted-choice": "evil/image:latest"}, "image--unlisted-choice"),
+        ({"profile": "cpu-small", "colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_options_get_400_naming_the_field(hub, admin_token, alice, options, field):
+    r = spawn(hub, "alice", "bad", alice, options)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["message"], r.json()
+    servers = hub.request("GET", "/users/alice", admin_token).json()["servers"]
+    assert "bad" not in servers or not servers["bad"].get("pending")
+
+
+# --- GPUs -----------------------------------------------------------------------------
+
+
+def test_gpus_are_exclusive_and_freed_on_stop(hub, admin_token, alice):
+    bob = make_user(hub, admin_token, "bob")
+    spawned = []
+    try:
+        for user, token, name in (("alice", alice, "g1"), ("bob", bob, "g2")):
+            r = spawn(hub, user, name, token, {"profile": "gpu-1"})
+            assert r.status_code in (201, 202), r.text
+            hub.wait_ready(user, name, token)
+            spawned.append((user, name, token))
+        seen = {info(hub, u, n, t)["resources"]["gpus"]["visible_devices"][0] for u, n, t in spawned}
+        assert seen == {"0", "1"}, seen
+        # Both GPUs are taken: a third GPU server fails fast, with nothing left behind.
+        r = spawn(hub, "alice", "g3", alice, {"profile": "gpu-1"})
+        assert r.status_code == 409, r.text
+        assert "GPU" in r.json()["message"]
+        assert "g3" not in hub.request("GET", "/users/alice", admin_token).json()["servers"]
+        # A CPU server sees no GPU at all.
+        r = spawn(hub, "alice", "cpu", alice, {"profile": "cpu-small"})
+        assert r.status_code in (201, 202), r.text
+        hub.wait_ready("alice", "cpu", alice)
+        assert not info(hub, "alice", "cpu", alice)["resources"]["gpus"]["visible_devices"]
+        spawned.append(("alice", "cpu", alice))
+        # Stopping a GPU server frees its device for the next one.
+        user, name, token = spawned.pop(0)
+        stop(hub, user, name, token)
+        r = spawn(hub, "alice", "g3", alice, {"profile": "gpu-1"})
+        assert r.status_code in (201, 202), r.text
+        hub.wait_ready("alice", "g3", alice)
+        spawned.append(("alice", "g3", alice))
+    finally:
+        for user, name, token in spawned:
+            stop(hub, user, name, token)
+
+
+# --- admin automation ----------------------------------------------------------------
+
+
+def test_token_command_for_unknown_user_fails_clearly(hub):
+    import subprocess
+
+    from hubprocess import VENV_BIN
+
+    out = subprocess.run([str(VENV_BIN / "hubforge"), "--settings", str(hub.settings_file), "token", "nobody"],
+                         capture_output=True, text=True, env=hub.env(), timeout=120)
+    assert out.returncode == 1
+    assert "nobody" in out.stderr
+
+
+def test_admin_token_has_admin_rights(hub, admin_token):
+    r = hub.request("GET", "/users", admin_token)
+    assert r.status_code == 200
+    assert "admin" in {u["name"] for u in r.json()}
+    assert hub.request("GET", "/users").status_code == 403
