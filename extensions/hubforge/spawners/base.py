@@ -133,11 +133,10 @@ class ProfileSpawnerMixin(HasTraits):
             return {}
         env = dict(r.environment)
         env["HUBFORGE_PROFILE"] = r.slug
-        described = r.to_dict()
-        # Admins may put credentials in a profile's environment: the server gets the
-        # variables themselves, the description only their names.
-        described["environment"] = sorted(r.environment)
-        env["HUBFORGE_RESOURCES"] = json.dumps(described, sort_keys=True)
+        # The documented shape (docs/profiles.md), which singleuser.info reads: the
+        # environment stays a mapping. Its values are already in this very process
+        # environment, and what the server shows (%hubforge, its API) is names only.
+        env["HUBFORGE_RESOURCES"] = json.dumps(r.to_dict(), sort_keys=True)
         if r.mem_limit:
             env["MEM_LIMIT"] = str(r.mem_limit)
         if r.cpu_limit:
