@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from hubprocess import HubProcess
+from hubprocess import ROOT, HubProcess
 
 # A real jupyter-server for the single-user tests (jp_serverapp, jp_fetch).
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -34,6 +34,7 @@ def hub(tmp_path_factory):
     hub = HubProcess(
         tmp_path_factory.mktemp("hub"),
         gpus="0,1",
+        profiles=[str(ROOT / "spawner_profiles"), str(ROOT / "tests" / "data" / "hub-profiles")],
         system_user_prefix=TEST_PREFIX,
         home_root=homes,
     )

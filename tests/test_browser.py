@@ -40,10 +40,11 @@ SPAWN_TIMEOUT_MS = 90_000
 
 
 @pytest.fixture
-def page():
+def page(request):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (Debian package 'chromium'; ./run-tests installs it as root)")
     sync_api = pytest.importorskip("playwright.sync_api")
+    failed_before = request.session.testsfailed
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -51,6 +52,10 @@ def page():
             page = context.new_page()
             page.set_default_timeout(30_000)
             yield page
+            # The test's report is in by teardown: on failure keep its last screen.
+            if request.session.testsfailed > failed_before:
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "browser-failure.png"))
         finally:
             browser.close()
 
@@ -64,7 +69,7 @@ def named_server(hub, admin_token):
     hub.wait_gone("admin", SERVER, admin_token)
 
 
-def test_spawn_from_form_and_run_a_notebook(hub, admin_token, page, named_server):
+def test_spawn_from_form_and_run_a_notebook(hub, admin_token, named_server, page):
     from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)

@@ -246,3 +246,25 @@ def test_admin_token_has_admin_rights(hub, admin_token):
     assert r.status_code == 200
     assert "admin" in {u["name"] for u in r.json()}
     assert hub.request("GET", "/users").status_code == 403
+
+
+def test_failed_start_frees_gpu_and_leaves_nothing(hub, admin_token):
+    token = make_user(hub, admin_token, "frank", groups=["testers"])
+    r = spawn(hub, "frank", "dies", token, {"profile": "gpu-broken"})
+    assert r.status_code == 500, r.text
+    assert "exited during start-up with status 1" in r.json()["message"]
+    assert "dies" not in hub.request("GET", "/users/frank", admin_token).json()["servers"]
+    groups = [g for g in Path("/sys/fs/cgroup/memory/hubforge").glob("frank*")] if os.geteuid() == 0 else []
+    assert groups == [], "the failed server's cgroup was not removed"
+    # Both GPUs are free again: two GPU servers start side by side.
+    started = []
+    try:
+        for name in ("a", "b"):
+            r = spawn(hub, "frank", name, token, {"profile": "gpu-1"})
+            assert r.status_code in (201, 202), r.text
+            started.append(name)
+            hub.wait_ready("frank", name, token)
+    finally:
+        for name in started:
+            stop(hub, "frank", name, token)
+        hub.request("DELETE", "/users/frank/servers/dies", token, json={"remove": True})

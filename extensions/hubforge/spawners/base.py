@@ -53,6 +53,24 @@ class ProfileSpawnerMixin(HasTraits):
 
     resolved: ResolvedProfile | None = None
 
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return ProfileSpawnerMixin._apply_profile_options
+
+    @staticmethod
+    def _apply_profile_options(spawner, user_options) -> None:
+        """JupyterHub's hook for user_options (5.3+): resolve them against the profiles.
+
+        A problem is kept and raised as a 400 by ``start`` (through `resolve_options`):
+        raising here would make JupyterHub log a traceback for every typo a user makes.
+        """
+        try:
+            spawner.resolved = spawner.resolve_options()
+            spawner._options_error = None
+        except web.HTTPError as e:
+            spawner.resolved = None
+            spawner._options_error = e
+
     @default("profile_paths")
     def _default_profile_paths(self):
         from ..settings import REPO_ROOT
@@ -87,6 +105,13 @@ class ProfileSpawnerMixin(HasTraits):
         return options
 
     # --- validation -------------------------------------------------------------------
+
+    def validated_profile(self) -> ResolvedProfile:
+        """The resolved profile for this spawn; HTTP 400 if the options were invalid."""
+        error = getattr(self, "_options_error", None)
+        if error is not None:
+            raise error
+        return self.resolved if self.resolved is not None else self.resolve_options()
 
     def resolve_options(self) -> ResolvedProfile:
         """Resolve `user_options` against the profiles; HTTP 400 with the reason if invalid."""

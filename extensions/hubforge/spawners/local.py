@@ -249,8 +249,7 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
     async def start(self):
         self.reset_progress()
-        self.resolved = self.resolve_options()
-        r = self.resolved
+        self.resolved = r = self.validated_profile()
         self.emit(f"Profile {r.display_name} ({r.slug})", 10)
         try:
             if r.gpu_count:
@@ -267,12 +266,39 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                     r.mem_limit, r.mem_guarantee,
                 )
                 self.emit("Applied CPU and memory limits", 40)
-            ip_port = await super().start()
+            ip, port = await super().start()
             self.emit(f"Started JupyterLab (pid {self.pid}); waiting for it to answer", 60)
-            return ip_port
+            await self._wait_listening(ip, port)
+            return ip, port
         except BaseException:
             await self._release()
             raise
+
+    async def _wait_listening(self, ip: str, port: int) -> None:
+        """Return once the server accepts connections; fail fast if it exits first.
+
+        JupyterHub would only notice an early exit after ``http_timeout``, and 5.5 then
+        answers the spawn request with an ``InvalidStateError`` 500; checking here turns
+        that into an immediate failure with the exit status, and a clean stop.
+        """
+        deadline = asyncio.get_running_loop().time() + self.start_timeout
+        while asyncio.get_running_loop().time() < deadline:
+            status = self.proc.poll() if self.proc is not None else None
+            if status is not None:
+                raise web.HTTPError(
+                    500,
+                    f"the server for {self.key} (profile {self.resolved.slug}) exited during "
+                    f"start-up with status {status}; the hub log has its output",
+                    reason="Server exited",
+                )
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
+            except (OSError, asyncio.TimeoutError):
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
 
     async def stop(self, now=False):
         await super().stop(now=now)
