@@ -268,3 +268,29 @@ def test_failed_start_frees_gpu_and_leaves_nothing(hub, admin_token):
         for name in started:
             stop(hub, "frank", name, token)
         hub.request("DELETE", "/users/frank/servers/dies", token, json={"remove": True})
+
+
+def test_server_extension_access_matrix(hub, admin_token, alice):
+    """owner / other user / admin / anonymous on the HubForge endpoint of a user's server."""
+    bob = make_user(hub, admin_token, "bob")
+    r = spawn(hub, "alice", "matrix", alice, {"profile": "cpu-small"})
+    assert r.status_code in (201, 202), r.text
+    try:
+        hub.wait_ready("alice", "matrix", alice)
+        url = hub.server_url("alice", "matrix") + "hubforge/api/info"
+
+        def get(token=None):
+            headers = {"Authorization": f"token {token}"} if token else {}
+            return requests.get(url, headers=headers, timeout=30, allow_redirects=False)
+
+        owner = get(alice)
+        assert owner.status_code == 200 and owner.json()["user"] == "alice"
+        assert alice not in owner.text, "the token must never be echoed"
+        assert get(bob).status_code == 403
+        assert get(admin_token).status_code == 200  # admins hold access:servers
+        anonymous = get()
+        assert anonymous.status_code in (302, 401, 403)
+        if anonymous.status_code == 302:
+            assert "/hub/" in anonymous.headers["Location"]
+    finally:
+        stop(hub, "alice", "matrix", alice)
