@@ -140,11 +140,12 @@ def test_spawn_from_form_and_run_a_notebook(hub, admin_token, named_server, page
     page.keyboard.type("%hubforge")
     page.keyboard.press("Shift+Enter")
     info = notebook.locator(".jp-CodeCell").nth(1).locator(".hubforge-server-info")
-    expect(info).to_contain_text("cpu-large")
+    expect(info).to_contain_text("cpu-large", timeout=30_000)
     expect(info).to_contain_text("hubforge/cpu:2026.08")
     expect(info).to_contain_text(named_server)
     # The profile's environment variables by name (OMP_NUM_THREADS is "4" in cpu-large).
-    expect(info.locator("tr", has_text="Environment")).to_have_text(re.compile(r"Environment\s*OMP_NUM_THREADS$"))
+    environment = info.locator("tr", has_text="Environment")
+    expect(environment).to_have_text(re.compile(r"Environment\s*OMP_NUM_THREADS$"))
 
     # 5. The screenshot of JupyterLab with both outputs.
     page.screenshot(path=str(ARTIFACTS / "browser-jupyterlab.png"))
