@@ -27,6 +27,21 @@ def _describe(cls, heading: str, how: str) -> list[str]:
     return lines
 
 
+def _hubforge_traits(cls):
+    """The config traits a HubForge class adds to the JupyterHub class it extends."""
+
+    class _Own:
+        @staticmethod
+        def class_traits(config=True):
+            return {
+                name: trait
+                for name, trait in cls.class_traits(config=True).items()
+                if trait.this_class.__module__.startswith("hubforge.")
+            }
+
+    return _Own
+
+
 def settings_reference() -> str:
     from .settings import Settings
     from .spawners.local import LocalSpawner
@@ -39,15 +54,7 @@ def settings_reference() -> str:
     ]
     lines += _describe(Settings, "Platform settings (`hub_config/hubforge.yaml`)",
                        "Keys of the settings file; also `c.Settings.<key>` in `jupyterhub_config.py`.")
-    own = {n for n in LocalSpawner.class_own_traits(config=True)}
-    own |= {"profile_paths"}
-
-    class _Own:
-        @staticmethod
-        def class_traits(config=True):
-            return {n: t for n, t in LocalSpawner.class_traits(config=True).items() if n in own}
-
-    lines += _describe(_Own, "Local spawner (`c.LocalSpawner.<name>`)",
+    lines += _describe(_hubforge_traits(LocalSpawner), "Local spawner (`c.LocalSpawner.<name>`)",
                        "HubForge's additions to JupyterHub's `LocalProcessSpawner`; every "
                        "`Spawner` option of JupyterHub applies too.")
     return "\n".join(lines).rstrip() + "\n"

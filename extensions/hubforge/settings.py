@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import yaml
-from traitlets import Bool, Enum, Integer, List, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from .exceptions import SettingsError
@@ -35,13 +35,21 @@ class Settings(LoggingConfigurable):
     )
 
     mode = Enum(
-        ["local"],
+        ["local", "containers"],
         default_value="local",
         help="""How user servers run.
 
-        `local` (the embedded default) runs each server as a local process. The
-        `containers` (podman/Docker) and `kubernetes` modes are not in this release yet.
-        Example: ``mode: local``.
+        `local` (the embedded default) runs each server as a local process;
+        `containers` runs it in a podman or Docker container from the profile's image.
+        Example: ``mode: containers``.
+        """,
+    ).tag(config=True)
+
+    containers = Dict(
+        help="""Options of the container spawner (mode `containers`), applied as
+        ``c.ContainerSpawner.<key>``; see the "Container spawner" section below. One more
+        key, ``engine``, picks ``podman``, ``docker`` or ``auto`` (default: podman if
+        installed, else Docker). Example: ``containers: {pull_policy: never}``.
         """,
     ).tag(config=True)
 

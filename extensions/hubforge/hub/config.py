@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..exceptions import SettingsError
 from ..profiles import load_profiles
 from ..settings import Settings
 from .proxy import proxy_command
@@ -25,7 +26,10 @@ IDLE_CULLER_SCOPES = [
 ]
 
 
-SPAWNER_CLASSES = {"local": "hubforge.spawners.local.LocalSpawner"}
+SPAWNER_CLASSES = {
+    "local": "hubforge.spawners.local.LocalSpawner",
+    "containers": "hubforge.spawners.containers.ContainerSpawner",
+}
 
 
 def configure(c, settings: Settings) -> None:
@@ -52,8 +56,8 @@ def configure(c, settings: Settings) -> None:
         c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
 
     configure_auth(c, settings)
-    configure_spawner(c, settings, profile_paths, data_dir)
     configure_services(c, settings)
+    configure_spawner(c, settings, profile_paths, data_dir)
 
 
 def configure_auth(c, settings: Settings) -> None:
@@ -86,6 +90,47 @@ def configure_spawner(c, settings: Settings, profile_paths: list[str], data_dir:
     c.LocalSpawner.home_root = settings.home_root
     c.LocalSpawner.shared_home_root = str(data_dir / "homes")
     c.LocalSpawner.gpus = settings.gpus
+    if settings.mode == "containers":
+        configure_containers(c, settings, profile_paths, data_dir)
+
+
+def configure_containers(c, settings: Settings, profile_paths: list[str], data_dir: Path) -> None:
+    """Container mode: DockerSpawner on Docker, or on podman's socket run by the hub."""
+    from ..podman import container_engine, podman_env
+    from ..spawners.containers import ContainerSpawner, docker_url_for
+
+    options = dict(settings.containers)
+    engine = options.pop("engine", "auto")
+    if engine == "auto":
+        engine = container_engine()
+    if engine not in ("podman", "docker"):
+        raise SettingsError(
+            f"{settings.source}: mode containers needs podman or Docker, and neither was found "
+            "(apt-get install podman runc)"
+        )
+    apply_section(c.ContainerSpawner, ContainerSpawner, options, settings, "containers")
+    c.ContainerSpawner.engine = engine
+    c.ContainerSpawner.profile_paths = profile_paths
+    c.ContainerSpawner.gpus = settings.gpus
+    url = docker_url_for(engine, str(data_dir))
+    c.ContainerSpawner.client_kwargs = {"base_url": url}
+    if engine == "podman" and not os.environ.get("DOCKER_HOST"):
+        c.JupyterHub.services.append({
+            "name": "podman",
+            "command": ["podman", "system", "service", "--time=0", url],
+            "environment": podman_env(),
+        })
+
+
+def apply_section(section, cls, options: dict, settings: Settings, name: str) -> None:
+    """Copy a settings section onto ``c.<Class>``, refusing keys the class doesn't have."""
+    known = set(cls.class_traits(config=True))
+    for key, value in options.items():
+        if key not in known:
+            raise SettingsError(
+                f"{settings.source}: {name}.{key}: unknown option; known: {', '.join(sorted(known))}"
+            )
+        setattr(section, key, value)
 
 
 def configure_services(c, settings: Settings) -> None:

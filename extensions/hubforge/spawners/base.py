@@ -21,8 +21,9 @@ from pathlib import Path
 from tornado import web
 from traitlets import HasTraits, List, Unicode, default
 
-from ..exceptions import OptionsError
+from ..exceptions import GPUUnavailable, OptionsError
 from ..profiles import ProfileSet, ResolvedProfile, load_profiles, render_form, parse_form, resolve
+from .gpus import GPUAllocator, allocator_for
 
 _PROFILE_CACHE: dict[tuple, ProfileSet] = {}
 
@@ -48,6 +49,15 @@ class ProfileSpawnerMixin(HasTraits):
 
         Set by the hub config from the settings file's ``profiles``; e.g.
         ``c.LocalSpawner.profile_paths = ["/etc/hubforge/profiles"]``.
+        """,
+    ).tag(config=True)
+
+    gpus = Unicode(
+        "auto",
+        help="""GPUs to hand out: ``auto`` (ask nvidia-smi), ``none``, or ids like ``"0,1"``.
+
+        Each GPU server gets whole devices exclusively until it stops.
+        Example: ``c.LocalSpawner.gpus = "0,1"``.
         """,
     ).tag(config=True)
 
@@ -119,6 +129,68 @@ class ProfileSpawnerMixin(HasTraits):
             return resolve(self.profile_set, self.user_options or {}, self.user.name, self.user_groups())
         except OptionsError as e:
             raise web.HTTPError(400, str(e), reason="Invalid user_options") from None
+
+    # --- start-up ---------------------------------------------------------------------
+
+    async def wait_listening(self, ip: str, port: int) -> None:
+        """Return once the server accepts connections; fail fast if it exits first.
+
+        JupyterHub would only notice an early exit after ``http_timeout``, and 5.5 then
+        answers the spawn request with an ``InvalidStateError`` 500; checking here turns
+        that into an immediate failure with the exit status, and a clean stop.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        while loop.time() < deadline:
+            status = await self.poll()
+            if status is not None:
+                raise web.HTTPError(
+                    500,
+                    f"the server for {self.key} (profile {self.resolved.slug}) exited during "
+                    f"start-up with status {status}; the hub log has its output",
+                    reason="Server exited",
+                )
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
+            except (OSError, asyncio.TimeoutError):
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+
+    # --- GPUs -------------------------------------------------------------------------
+
+    @property
+    def allocator(self) -> GPUAllocator:
+        return allocator_for(self.gpus)
+
+    @property
+    def held_gpus(self) -> list[str]:
+        return getattr(self, "_hf_gpus", [])
+
+    def acquire_gpus(self, r: ResolvedProfile) -> list[str]:
+        """Reserve the profile's GPUs for this server; HTTP 409 at once if none are free."""
+        if not r.gpu_count:
+            return []
+        try:
+            self._hf_gpus = self.allocator.allocate(self.key, r.gpu_count)
+        except GPUUnavailable as e:
+            raise web.HTTPError(409, f"profile {r.slug}: {e}", reason="GPU unavailable") from None
+        self.emit(f"Allocated GPU {', '.join(self._hf_gpus)}", 20)
+        return self._hf_gpus
+
+    def release_gpus(self) -> None:
+        if self.held_gpus:
+            self.allocator.release(self.key)
+            self.log.info("%s: released GPU %s", self.key, ",".join(self.held_gpus))
+            self._hf_gpus = []
+
+    def restore_gpus(self, state: dict) -> None:
+        """Re-register the GPUs a server held before a hub restart."""
+        self._hf_gpus = list(state.get("gpus", []))
+        if self._hf_gpus:
+            self.allocator.restore(self.key, self._hf_gpus)
 
     # --- progress ---------------------------------------------------------------------
 

@@ -93,3 +93,15 @@ class GPUAllocator:
     def release(self, owner: str) -> list[str]:
         with self._lock:
             return self._owners.pop(owner, [])
+
+
+_ALLOCATORS: dict[tuple, GPUAllocator] = {}
+
+
+def allocator_for(setting: str) -> GPUAllocator:
+    """The hub-wide allocator for a ``gpus`` setting, shared by every backend."""
+    devices = parse_gpu_setting(setting)
+    key = ("auto",) if devices is None else tuple(devices)
+    if key not in _ALLOCATORS:
+        _ALLOCATORS[key] = GPUAllocator(detect_gpus() if devices is None else devices)
+    return _ALLOCATORS[key]

@@ -27,12 +27,8 @@ from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from tornado import web
 from traitlets import Bool, Enum, Unicode, default
 
-from ..exceptions import GPUUnavailable
 from .base import ProfileSpawnerMixin
 from .cgroups import CgroupManager
-from .gpus import GPUAllocator, detect_gpus, parse_gpu_setting
-
-_ALLOCATORS: dict[tuple, GPUAllocator] = {}
 _SYSTEM_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
 
 
@@ -68,14 +64,6 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         help="""Directory under which homes are created in ``shared`` isolation.
 
         Default: ``<data_dir>/homes`` as set by the hub config.
-        """,
-    ).tag(config=True)
-
-    gpus = Unicode(
-        "auto",
-        help="""GPUs to hand out: ``auto`` (ask nvidia-smi), ``none``, or ids like ``"0,1"``.
-
-        Example: ``c.LocalSpawner.gpus = "0,1"``.
         """,
     ).tag(config=True)
 
@@ -214,7 +202,7 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         bindir = os.path.dirname(sys.executable)
         env["PATH"] = bindir + os.pathsep + env.get("PATH", os.defpath)
         env.update(self.profile_env())
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(self._gpus)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(self.held_gpus)
         return env
 
     def get_args(self):
@@ -224,18 +212,6 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         return args
 
     # --- GPUs and cgroups -------------------------------------------------------------
-
-    @property
-    def allocator(self) -> GPUAllocator:
-        devices = parse_gpu_setting(self.gpus)
-        key = ("auto",) if devices is None else tuple(devices)
-        if key not in _ALLOCATORS:
-            _ALLOCATORS[key] = GPUAllocator(detect_gpus() if devices is None else devices)
-        return _ALLOCATORS[key]
-
-    @property
-    def _gpus(self) -> list[str]:
-        return getattr(self, "_hf_gpus", [])
 
     @property
     def _cgroups(self) -> list[str]:
@@ -252,12 +228,7 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         self.resolved = r = self.validated_profile()
         self.emit(f"Profile {r.display_name} ({r.slug})", 10)
         try:
-            if r.gpu_count:
-                try:
-                    self._hf_gpus = self.allocator.allocate(self.key, r.gpu_count)
-                except GPUUnavailable as e:
-                    raise web.HTTPError(409, f"profile {r.slug}: {e}", reason="GPU unavailable") from None
-                self.emit(f"Allocated GPU {', '.join(self._gpus)}", 20)
+            self.acquire_gpus(r)
             await self.ensure_user()
             self.emit(f"Home directory {self.home}", 30)
             if self.use_cgroups and self.cgroup_manager.available and (r.cpu_limit or r.mem_limit):
@@ -268,37 +239,11 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                 self.emit("Applied CPU and memory limits", 40)
             ip, port = await super().start()
             self.emit(f"Started JupyterLab (pid {self.pid}); waiting for it to answer", 60)
-            await self._wait_listening(ip, port)
+            await self.wait_listening(ip, port)
             return ip, port
         except BaseException:
             await self._release()
             raise
-
-    async def _wait_listening(self, ip: str, port: int) -> None:
-        """Return once the server accepts connections; fail fast if it exits first.
-
-        JupyterHub would only notice an early exit after ``http_timeout``, and 5.5 then
-        answers the spawn request with an ``InvalidStateError`` 500; checking here turns
-        that into an immediate failure with the exit status, and a clean stop.
-        """
-        deadline = asyncio.get_running_loop().time() + self.start_timeout
-        while asyncio.get_running_loop().time() < deadline:
-            status = self.proc.poll() if self.proc is not None else None
-            if status is not None:
-                raise web.HTTPError(
-                    500,
-                    f"the server for {self.key} (profile {self.resolved.slug}) exited during "
-                    f"start-up with status {status}; the hub log has its output",
-                    reason="Server exited",
-                )
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
-            except (OSError, asyncio.TimeoutError):
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
 
     async def stop(self, now=False):
         await super().stop(now=now)
@@ -311,15 +256,12 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             if left:
                 self.log.warning("%s: processes %s survived SIGKILL", self.key, sorted(left))
             self._hf_cgroups = []
-        if self._gpus:
-            self.allocator.release(self.key)
-            self.log.info("%s: released GPU %s", self.key, ",".join(self._gpus))
-            self._hf_gpus = []
+        self.release_gpus()
 
     def get_state(self):
         state = super().get_state()
-        if self._gpus:
-            state["gpus"] = self._gpus
+        if self.held_gpus:
+            state["gpus"] = self.held_gpus
         if self._cgroups:
             state["cgroups"] = self._cgroups
         if self.resolved is not None:
@@ -333,6 +275,4 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         if state.get("profile"):
             self.resolved = ResolvedProfile.from_dict(state["profile"])
         self._hf_cgroups = list(state.get("cgroups", []))
-        self._hf_gpus = list(state.get("gpus", []))
-        if self._hf_gpus:
-            self.allocator.restore(self.key, self._hf_gpus)
+        self.restore_gpus(state)
