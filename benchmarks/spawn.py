@@ -14,9 +14,10 @@ Both spawn the default server of the hub user ``hfbench``. One spawn is timed fr
 sending ``POST /hub/api/users/hfbench/servers/`` until ``GET /hub/api/users/hfbench``
 reports the server ready (polled every 50 ms); the server is then stopped and gone
 before the next spawn (not timed). JupyterHub answers the POST only once the server is
-ready (or after its 10 s ``slow_spawn_timeout``), so the first poll usually sees it. The hubs alternate in ABBA order (hubforge, plain,
-plain, hubforge, ...) so machine noise and order effects fall on both alike, after one
-untimed warm-up spawn each (the first HubForge spawn also creates the system user).
+ready (or after its 10 s ``slow_spawn_timeout``), so the first poll usually sees it.
+The hubs alternate in ABBA order (hubforge, plain, plain, hubforge, ...) so machine
+noise and order effects fall on both alike, after one untimed warm-up spawn each (the
+first HubForge spawn also creates the system user).
 
 The hub logs break each spawn into phases (hub work before the process starts, process
 start until jupyter-server listens, until the hub sees it answer, then the proxy route
@@ -382,7 +383,8 @@ def report(args, res: dict) -> dict:
     fig["ratio_p50"] = round(fig["hubforge_p50_s"] / fig["plain_p50_s"], 3)
     fig["ratio_p95"] = round(fig["hubforge_p95_s"] / fig["plain_p95_s"], 3)
 
-    print(f"\nSpawn to ready, {args.spawns} spawns each (ABBA-interleaved, {args.warmup} untimed warm-up each):")
+    print(f"\nSpawn to ready, {args.spawns} spawns each "
+          f"(ABBA-interleaved, {args.warmup} untimed warm-up each):")
     print(f"  {'':10} {'p50':>8} {'p95':>8} {'min':>8} {'max':>8}")
     for t in (hubforge, plain):
         print(f"  {t.name:10} {fig[t.name + '_p50_s']:7.2f}s {fig[t.name + '_p95_s']:7.2f}s "
