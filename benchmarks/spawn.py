@@ -326,7 +326,7 @@ def run(args, cleanup: list) -> dict:
     cleanup.append(lambda: remove_user(HF_PREFIX + USER))
 
     print("starting hubs ...", file=sys.stderr)
-    hf_hub = HubProcess(work / "hubforge", prefix="/", system_user_prefix=HF_PREFIX, home_root=homes)
+    hf_hub = HubProcess(work / "hubforge", prefix="/", local={"system_user_prefix": HF_PREFIX, "home_root": homes})
     cleanup.append(hf_hub.stop)
     hf_hub.start()
     r = Browserless(hf_hub).signup("admin", ADMIN_PASSWORD)

@@ -35,8 +35,7 @@ def hub(tmp_path_factory):
         tmp_path_factory.mktemp("hub"),
         gpus="0,1",
         profiles=[str(ROOT / "spawner_profiles"), str(ROOT / "tests" / "data" / "hub-profiles")],
-        system_user_prefix=TEST_PREFIX,
-        home_root=homes,
+        local={"system_user_prefix": TEST_PREFIX, "home_root": homes},
     )
     try:
         hub.start()

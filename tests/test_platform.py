@@ -51,6 +51,26 @@ def test_settings_reject_unknown_key_naming_file(tmp_path):
         Settings.load(f)
 
 
+def test_spawner_sections_refuse_unknown_options(tmp_path):
+    from traitlets.config import Config
+
+    from hubforge.exceptions import SettingsError
+    from hubforge.hub.config import configure
+    from hubforge.settings import Settings
+
+    f = tmp_path / "hubforge.yaml"
+    f.write_text(f"data_dir: {tmp_path / 'data'}\nprofiles: [{ROOT / 'spawner_profiles'}]\n"
+                 "local: {isolation: shared, isolaton: users}\n")
+    with pytest.raises(SettingsError, match=r"local.isolaton: unknown option"):
+        configure(Config(), Settings.load(f))
+    f.write_text(f"data_dir: {tmp_path / 'data'}\nprofiles: [{ROOT / 'spawner_profiles'}]\n"
+                 "local: {isolation: shared}\n")
+    c = Config()
+    configure(c, Settings.load(f))
+    assert c.LocalSpawner.isolation == "shared"
+    assert c.JupyterHub.spawner_class == "hubforge.spawners.local.LocalSpawner"
+
+
 def test_relative_paths_are_relative_to_the_settings_file(tmp_path):
     from hubforge.settings import Settings
 
@@ -84,7 +104,7 @@ def test_hub_refuses_to_start_on_invalid_profiles(tmp_path):
 
 @pytest.mark.slow
 def test_idle_culler_stops_idle_servers(tmp_path):
-    hub = HubProcess(tmp_path / "hub", idle_timeout=6, cull_every=2, local_isolation="shared")
+    hub = HubProcess(tmp_path / "hub", idle_timeout=6, cull_every=2, local={"isolation": "shared"})
     try:
         hub.start()
         from hubprocess import Browserless

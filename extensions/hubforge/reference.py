@@ -44,6 +44,7 @@ def _hubforge_traits(cls):
 
 def settings_reference() -> str:
     from .settings import Settings
+    from .spawners.containers import ContainerSpawner
     from .spawners.local import LocalSpawner
 
     lines = [
@@ -57,4 +58,7 @@ def settings_reference() -> str:
     lines += _describe(_hubforge_traits(LocalSpawner), "Local spawner (`c.LocalSpawner.<name>`)",
                        "HubForge's additions to JupyterHub's `LocalProcessSpawner`; every "
                        "`Spawner` option of JupyterHub applies too.")
+    lines += _describe(_hubforge_traits(ContainerSpawner), "Container spawner (`c.ContainerSpawner.<name>`)",
+                       "HubForge's additions to DockerSpawner (mode `containers`); every "
+                       "`DockerSpawner` option applies too, e.g. `pull_policy`.")
     return "\n".join(lines).rstrip() + "\n"

@@ -144,26 +144,11 @@ class Settings(LoggingConfigurable):
         idle_timeout / 2, at least 5 seconds.""",
     ).tag(config=True)
 
-    local_isolation = Enum(
-        ["auto", "system-users", "shared"],
-        default_value="auto",
-        help="""How local servers are kept apart.
-
-        `system-users`: each hub user runs as their own system user (``hf-<name>``) with an
-        owner-only home directory; needs root. `shared`: every server runs as the hub's own
-        user, with homes under `data_dir`/homes (no isolation between users; for a laptop).
-        `auto` (default): `system-users` when the hub runs as root, else `shared`.
+    local = Dict(
+        help="""Options of the local spawner (mode `local`), applied as
+        ``c.LocalSpawner.<key>``; see the "Local spawner" section below, e.g.
+        ``local: {isolation: shared}`` or ``local: {system_user_prefix: "jh-"}``.
         """,
-    ).tag(config=True)
-
-    system_user_prefix = Unicode(
-        "hf-",
-        help="Prefix of the system users created for hub users in `system-users` isolation.",
-    ).tag(config=True)
-
-    home_root = Unicode(
-        "/home",
-        help="""Parent directory of the per-user homes created in `system-users` isolation.""",
     ).tag(config=True)
 
     gpus = Unicode(
@@ -193,12 +178,6 @@ class Settings(LoggingConfigurable):
         if not p.is_absolute() and self.source:
             p = Path(self.source).parent / p
         return p.resolve()
-
-    @property
-    def effective_isolation(self) -> str:
-        if self.local_isolation != "auto":
-            return self.local_isolation
-        return "system-users" if os.geteuid() == 0 else "shared"
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, **kwargs) -> "Settings":

@@ -84,13 +84,14 @@ def configure_spawner(c, settings: Settings, profile_paths: list[str], data_dir:
     c.Spawner.start_timeout = settings.start_timeout
     c.Spawner.http_timeout = settings.start_timeout
     c.Spawner.default_url = "/lab"
-    c.LocalSpawner.profile_paths = profile_paths
-    c.LocalSpawner.isolation = settings.local_isolation
-    c.LocalSpawner.system_user_prefix = settings.system_user_prefix
-    c.LocalSpawner.home_root = settings.home_root
-    c.LocalSpawner.shared_home_root = str(data_dir / "homes")
-    c.LocalSpawner.gpus = settings.gpus
-    if settings.mode == "containers":
+    if settings.mode == "local":
+        from ..spawners.local import LocalSpawner
+
+        c.LocalSpawner.shared_home_root = str(data_dir / "homes")
+        apply_section(c.LocalSpawner, LocalSpawner, settings.local, settings, "local")
+        c.LocalSpawner.profile_paths = profile_paths
+        c.LocalSpawner.gpus = settings.gpus
+    elif settings.mode == "containers":
         configure_containers(c, settings, profile_paths, data_dir)
 
 
