@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 from .exceptions import HubForgeError
+from .helm.cli import register as register_helm_values
+from .images.cli import register as register_images
 from .settings import REPO_ROOT, Settings
 
 HUB_CONFIG = REPO_ROOT / "hub_config" / "jupyterhub_config.py"
@@ -124,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="create an API token for a user", description=cmd_token.__doc__)
     token.add_argument("name", help="hub user name (must exist, e.g. signed up)")
     token.set_defaults(func=cmd_token)
+
+    register_helm_values(sub)
+    register_images(sub)
 
     ref = sub.add_parser("config-reference", help="print the settings reference",
                          description=cmd_config_reference.__doc__)

@@ -45,6 +45,7 @@ def _hubforge_traits(cls):
 def settings_reference() -> str:
     from .settings import Settings
     from .spawners.containers import ContainerSpawner
+    from .spawners.kubernetes import HubForgeKubeSpawner
     from .spawners.local import LocalSpawner
 
     lines = [
@@ -61,4 +62,7 @@ def settings_reference() -> str:
     lines += _describe(_hubforge_traits(ContainerSpawner), "Container spawner (`c.ContainerSpawner.<name>`)",
                        "HubForge's additions to DockerSpawner (mode `containers`); every "
                        "`DockerSpawner` option applies too, e.g. `pull_policy`.")
+    lines += _describe(_hubforge_traits(HubForgeKubeSpawner), "Kubernetes spawner (`c.HubForgeKubeSpawner.<name>`)",
+                       "HubForge's additions to KubeSpawner (mode `kubernetes`); every "
+                       "`KubeSpawner` option applies too.")
     return "\n".join(lines).rstrip() + "\n"

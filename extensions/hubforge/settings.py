@@ -35,13 +35,21 @@ class Settings(LoggingConfigurable):
     )
 
     mode = Enum(
-        ["local", "containers"],
+        ["local", "containers", "kubernetes"],
         default_value="local",
         help="""How user servers run.
 
         `local` (the embedded default) runs each server as a local process;
-        `containers` runs it in a podman or Docker container from the profile's image.
+        `containers` runs it in a podman or Docker container from the profile's image;
+        `kubernetes` as a pod through KubeSpawner (normally deployed with the z2jh Helm
+        chart and ``hubforge helm-values``; see docs/kubernetes.md).
         Example: ``mode: containers``.
+        """,
+    ).tag(config=True)
+
+    kubernetes = Dict(
+        help="""Options of the Kubernetes spawner (mode `kubernetes`), applied as
+        ``c.HubForgeKubeSpawner.<key>``, e.g. ``kubernetes: {namespace: hub}``.
         """,
     ).tag(config=True)
 
@@ -178,6 +186,11 @@ class Settings(LoggingConfigurable):
         if not p.is_absolute() and self.source:
             p = Path(self.source).parent / p
         return p.resolve()
+
+    @property
+    def effective_cull_every(self) -> int:
+        """Seconds between idle-culler checks: `cull_every`, else half the timeout (>= 5)."""
+        return self.cull_every or max(5, self.idle_timeout // 2)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, **kwargs) -> "Settings":

@@ -29,6 +29,7 @@ IDLE_CULLER_SCOPES = [
 SPAWNER_CLASSES = {
     "local": "hubforge.spawners.local.LocalSpawner",
     "containers": "hubforge.spawners.containers.ContainerSpawner",
+    "kubernetes": "hubforge.spawners.kubernetes.HubForgeKubeSpawner",
 }
 
 
@@ -93,6 +94,11 @@ def configure_spawner(c, settings: Settings, profile_paths: list[str], data_dir:
         c.LocalSpawner.gpus = settings.gpus
     elif settings.mode == "containers":
         configure_containers(c, settings, profile_paths, data_dir)
+    elif settings.mode == "kubernetes":
+        from ..spawners.kubernetes import HubForgeKubeSpawner
+
+        apply_section(c.HubForgeKubeSpawner, HubForgeKubeSpawner, settings.kubernetes, settings, "kubernetes")
+        c.HubForgeKubeSpawner.profile_paths = profile_paths
 
 
 def configure_containers(c, settings: Settings, profile_paths: list[str], data_dir: Path) -> None:
@@ -139,7 +145,7 @@ def configure_services(c, settings: Settings) -> None:
     services = []
     roles = []
     if settings.idle_timeout > 0:
-        every = settings.cull_every or max(5, settings.idle_timeout // 2)
+        every = settings.effective_cull_every
         services.append(
             {
                 "name": "idle-culler",

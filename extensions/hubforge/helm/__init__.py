@@ -1,0 +1,18 @@
+"""Helm values for running HubForge on Kubernetes, generated from the platform's files.
+
+:mod:`.values` turns ``spawner_profiles/`` and the platform settings into values for
+the Zero to JupyterHub chart and the dask-gateway chart; :mod:`.cli` is the
+``hubforge helm-values`` command that writes (or checks) ``helm-values/``. See
+docs/kubernetes.md.
+"""
+
+__all__ = ["CHARTS", "dask_gateway_values", "generate", "jupyterhub_values", "stale_files", "write"]
+
+
+def __getattr__(name):
+    # Lazy, so that `hubforge --help` does not pay for the profile and chart machinery.
+    if name in __all__:
+        from . import values
+
+        return getattr(values, name)
+    raise AttributeError(name)

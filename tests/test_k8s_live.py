@@ -1,0 +1,108 @@
+"""Live Kubernetes check (marker ``k8s``): a HubForge server pod really runs.
+
+Runs only when a kubeconfig is present (``KUBECONFIG`` or ``~/.kube/config``); skipped
+with the reason otherwise. In a throwaway namespace it creates the home PVC and the
+pod the Kubernetes spawner builds for the ``cpu-small`` profile (workshop size), waits
+until the pod is Running, then deletes the namespace and everything in it.
+
+The profile's image (``hubforge/cpu:2026.11``) must be pullable by the cluster, e.g.
+``kind load docker-image hubforge/cpu:2026.11``; ``HUBFORGE_K8S_TEST_IMAGE`` swaps in
+another image, ``HUBFORGE_K8S_TEST_TIMEOUT`` (seconds, default 300) bounds the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config
+
+from hubforge.k8s import make_user_pod, make_user_pvc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = [ROOT / "spawner_profiles"]
+API_TIMEOUT = 30
+
+
+def _kubeconfig() -> Path | None:
+    candidates = os.environ.get("KUBECONFIG", "").split(os.pathsep) if os.environ.get("KUBECONFIG") else [
+        "~/.kube/config"
+    ]
+    for candidate in candidates:
+        path = Path(candidate).expanduser()
+        if candidate and path.is_file():
+            return path
+    return None
+
+
+KUBECONFIG = _kubeconfig()
+
+pytestmark = [
+    pytest.mark.k8s,
+    pytest.mark.skipif(
+        KUBECONFIG is None,
+        reason="no kubeconfig (KUBECONFIG or ~/.kube/config): no Kubernetes cluster to spawn on",
+    ),
+]
+
+
+@pytest.fixture
+async def core():
+    from kubernetes_asyncio import client, config
+
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(KUBECONFIG), client_configuration=configuration)
+    async with client.ApiClient(configuration) as api_client:
+        yield client.CoreV1Api(api_client)
+
+
+@pytest.fixture
+async def namespace(core):
+    name = f"hubforge-test-{secrets.token_hex(3)}"
+    await asyncio.wait_for(core.create_namespace({"metadata": {"name": name}}), API_TIMEOUT)
+    try:
+        yield name
+    finally:
+        await asyncio.wait_for(core.delete_namespace(name), API_TIMEOUT)
+
+
+async def _wait_running(core, namespace: str, name: str, timeout: float) -> dict:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        pod = await asyncio.wait_for(core.read_namespaced_pod(name, namespace), API_TIMEOUT)
+        if pod.status.phase == "Running":
+            return pod
+        if pod.status.phase in ("Failed", "Succeeded") or loop.time() > deadline:
+            events = await asyncio.wait_for(
+                core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}"), API_TIMEOUT
+            )
+            messages = "; ".join(f"{e.reason}: {e.message}" for e in events.items)
+            pytest.fail(f"pod {namespace}/{name} is {pod.status.phase} after {timeout:.0f}s: {messages}")
+        await asyncio.sleep(2)
+
+
+@pytest.mark.timeout(900)
+async def test_a_profile_pod_runs_on_the_cluster(core, namespace):
+    config = Config()
+    config.HubForgeKubeSpawner.namespace = namespace
+    options = {"profile": "cpu-small", "size": "mini"}
+    pod = await make_user_pod(PROFILES, options, "hubforge-live", config=config)
+    pvc = await make_user_pvc(PROFILES, "hubforge-live", config=config)
+    (container,) = pod["spec"]["containers"]
+    if os.environ.get("HUBFORGE_K8S_TEST_IMAGE"):
+        container["image"] = os.environ["HUBFORGE_K8S_TEST_IMAGE"]
+
+    await asyncio.wait_for(core.create_namespaced_persistent_volume_claim(namespace, pvc), API_TIMEOUT)
+    await asyncio.wait_for(core.create_namespaced_pod(namespace, pod), API_TIMEOUT)
+    timeout = float(os.environ.get("HUBFORGE_K8S_TEST_TIMEOUT", "300"))
+    running = await _wait_running(core, namespace, pod["metadata"]["name"], timeout)
+
+    limits = running.spec.containers[0].resources.limits
+    assert limits["memory"] in ("1Gi", str(1024**3))
+    assert limits["cpu"] in ("500m", "0.5")
+    assert running.spec.volumes[0].persistent_volume_claim.claim_name == "claim-hubforge-live"
+    await asyncio.wait_for(core.delete_namespaced_pod(pod["metadata"]["name"], namespace), API_TIMEOUT)
