@@ -191,12 +191,27 @@ class Browserless:
         return self.s.get(self.hub.url + path, timeout=30, **kw)
 
 
-def server_processes(spawner_pid: int) -> dict:
-    """uid and cmdline of a server process, from /proc."""
-    status = Path(f"/proc/{spawner_pid}/status").read_text()
-    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
-    return {"uid": uid, "cmdline": Path(f"/proc/{spawner_pid}/cmdline").read_bytes().split(b"\0")}
+def listening_addresses(port: int) -> set[str]:
+    """IPv4/IPv6 addresses with a listening TCP socket on `port`, from /proc/net."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A = LISTEN
+                if width == 8:
+                    found.add(".".join(str(b) for b in reversed(bytes.fromhex(addr))))
+                else:
+                    found.add(f"[{addr}]")
+    return found
 
 
-def dump(obj) -> str:
-    return json.dumps(obj, indent=1, sort_keys=True)
+def service_port(environ: dict) -> int:
+    """The port a single-user server was told to listen on (JUPYTERHUB_SERVICE_URL)."""
+    from urllib.parse import urlparse
+
+    return urlparse(environ["JUPYTERHUB_SERVICE_URL"]).port

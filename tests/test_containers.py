@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import requests
 
-from hubprocess import ROOT, Browserless, HubProcess
+from hubprocess import Browserless, HubProcess, listening_addresses, service_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
 
@@ -90,6 +90,8 @@ def test_spawn_restart_keeps_home_and_stop_leaves_no_container(chub):
     inspect = json.loads(podman("inspect", name).stdout)[0]
     assert inspect["HostConfig"]["Memory"] == info["resources"]["memory"]["limit"]
     assert inspect["HostConfig"]["NetworkMode"] == "host"
+    environ = dict(kv.split("=", 1) for kv in inspect["Config"]["Env"])
+    assert listening_addresses(service_port(environ)) == {"127.0.0.1"}, "ports bind to 127.0.0.1 only"
     r = requests.put(base + "api/contents/kept.txt", headers=auth, timeout=30,
                      json={"type": "file", "format": "text", "content": "still here"})
     assert r.status_code in (200, 201), r.text

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import ADMIN_PASSWORD, TEST_PREFIX
-from hubprocess import Browserless, wait_for
+from hubprocess import Browserless, listening_addresses, service_port, wait_for
 
 pytestmark = pytest.mark.slow
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="system users and cgroups need root")
@@ -137,6 +137,10 @@ def test_rest_spawn_with_options_applies_profile(hub, admin_token, alice):
         limit_file = mem / ("memory.max" if (mem / "memory.max").exists() else "memory.limit_in_bytes")
         assert int(limit_file.read_text()) == state["profile"]["mem_limit"]
         assert str(pid) in (mem / "cgroup.procs").read_text().split()
+        environ = dict(
+            kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv
+        )
+        assert listening_addresses(service_port(environ)) == {"127.0.0.1"}, "servers listen on loopback only"
     stop(hub, "alice", "big", alice)
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     for group in state.get("cgroups", []):
