@@ -141,12 +141,14 @@ class ProfileSpawnerMixin(HasTraits):
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
+        slug = self.resolved.slug if self.resolved is not None else "?"
         while loop.time() < deadline:
+            # poll() may clear the spawner's state once the process is gone.
             status = await self.poll()
             if status is not None:
                 raise web.HTTPError(
                     500,
-                    f"the server for {self.key} (profile {self.resolved.slug}) exited during "
+                    f"the server for {self.key} (profile {slug}) exited during "
                     f"start-up with status {status}; the hub log has its output",
                     reason="Server exited",
                 )
@@ -191,6 +193,22 @@ class ProfileSpawnerMixin(HasTraits):
         self._hf_gpus = list(state.get("gpus", []))
         if self._hf_gpus:
             self.allocator.restore(self.key, self._hf_gpus)
+
+    # --- state across hub restarts ---------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        if self.held_gpus:
+            state["gpus"] = self.held_gpus
+        if self.resolved is not None:
+            state["profile"] = self.resolved.to_dict()
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if state.get("profile"):
+            self.resolved = ResolvedProfile.from_dict(state["profile"])
+        self.restore_gpus(state)
 
     # --- progress ---------------------------------------------------------------------
 

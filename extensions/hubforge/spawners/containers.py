@@ -193,22 +193,6 @@ class ContainerSpawner(ProfileSpawnerMixin, DockerSpawner):
         except docker.errors.NotFound:
             pass
 
-    def get_state(self):
-        state = super().get_state()
-        if self.held_gpus:
-            state["gpus"] = self.held_gpus
-        if self.resolved is not None:
-            state["profile"] = self.resolved.to_dict()
-        return state
-
-    def load_state(self, state):
-        super().load_state(state)
-        from ..profiles import ResolvedProfile
-
-        if state.get("profile"):
-            self.resolved = ResolvedProfile.from_dict(state["profile"])
-        self.restore_gpus(state)
-
 
 def docker_url_for(engine: str, data_dir: str) -> str:
     """The Docker API endpoint: ``DOCKER_HOST``, else Docker's socket, else the hub's podman one."""

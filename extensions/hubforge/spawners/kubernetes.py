@@ -276,17 +276,6 @@ class HubForgeKubeSpawner(ProfileSpawnerMixin, KubeSpawner):
         async for event in super(ProfileSpawnerMixin, self).progress():
             yield event
 
-    def get_state(self):
-        state = super().get_state()
-        if self.resolved is not None:
-            state["profile"] = self.resolved.to_dict()
-        return state
-
-    def load_state(self, state):
-        super().load_state(state)
-        if state.get("profile"):
-            self.resolved = ResolvedProfile.from_dict(state["profile"])
-
     def clear_state(self):
         super().clear_state()
         self.resolved = None

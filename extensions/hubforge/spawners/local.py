@@ -260,19 +260,10 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
     def get_state(self):
         state = super().get_state()
-        if self.held_gpus:
-            state["gpus"] = self.held_gpus
         if self._cgroups:
             state["cgroups"] = self._cgroups
-        if self.resolved is not None:
-            state["profile"] = self.resolved.to_dict()
         return state
 
     def load_state(self, state):
         super().load_state(state)
-        from ..profiles import ResolvedProfile
-
-        if state.get("profile"):
-            self.resolved = ResolvedProfile.from_dict(state["profile"])
         self._hf_cgroups = list(state.get("cgroups", []))
-        self.restore_gpus(state)
