@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -16,7 +17,9 @@ from hubprocess import ROOT, HubProcess
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 ADMIN_PASSWORD = "correct-horse-battery-9"
-TEST_PREFIX = "hft-"
+# Unique per test session, so that two sessions on one machine never share (or remove)
+# each other's system users.
+TEST_PREFIX = f"hft{secrets.token_hex(2)}-"
 
 
 def _remove_system_users(prefix: str) -> None:
