@@ -168,6 +168,22 @@ class Settings(LoggingConfigurable):
         """,
     ).tag(config=True)
 
+    data_connections = Unicode(
+        "",
+        help="""The data-connection catalogue (YAML) served to notebooks by the `data` hub
+        service; relative to the settings file. Empty (default): no data service.
+        Format: docs/data.md. Example: ``data_connections: data_connections.yaml``.
+        """,
+    ).tag(config=True)
+
+    data_secrets_file = Unicode(
+        "",
+        help="""A YAML file of secrets (``name: value``) that connections refer to with
+        ``{secret: name}``; keep it mode 0600, owned by the hub's user. Relative to the
+        settings file. Empty (default): secrets come from environment variables only.
+        """,
+    ).tag(config=True)
+
     start_timeout = Integer(
         60,
         help="Seconds a user server may take to start before the spawn fails.",
