@@ -58,7 +58,7 @@ def chub(tmp_path_factory, cpu_image):
     finally:
         hub.stop()
         for line in podman("ps", "-a", "--format", "{{.Names}}").stdout.split():
-            if line.startswith("hubforge-"):
+            if line.startswith("hubforge-ctest"):
                 podman("rm", "-f", line)
         for line in podman("volume", "ls", "--format", "{{.Name}}").stdout.split():
             if line.startswith("hubforge-home-ctest"):
