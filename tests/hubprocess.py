@@ -56,8 +56,9 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
 
 
 class HubProcess:
-    def __init__(self, workdir: Path, prefix: str = HOSTILE_PREFIX, **settings):
+    def __init__(self, workdir: Path, prefix: str = HOSTILE_PREFIX, env: dict | None = None, **settings):
         self.workdir = Path(workdir)
+        self.extra_env = dict(env or {})  # added to the hub's environment (e.g. secrets)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.prefix = prefix
@@ -90,6 +91,7 @@ class HubProcess:
         env = dict(os.environ)
         env["HUBFORGE_SETTINGS"] = str(self.settings_file)
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 60) -> "HubProcess":

@@ -55,10 +55,13 @@ REQUIRED = {
 }
 
 # HubForge's notebook side, as loaded in a server or a kernel: the package's
-# __init__, the hubforge.widgets alias and everything under singleuser/.
+# __init__, the hubforge.widgets alias, everything under singleuser/, the service
+# client and the notebook half of data access.
 PACKAGE_DIR = Path(hubforge.__file__).parent
 SINGLEUSER_SOURCES = [
-    PACKAGE_DIR / "__init__.py", PACKAGE_DIR / "widgets.py", *sorted((PACKAGE_DIR / "singleuser").rglob("*.py")),
+    PACKAGE_DIR / "__init__.py", PACKAGE_DIR / "widgets.py", PACKAGE_DIR / "client.py",
+    *sorted((PACKAGE_DIR / "singleuser").rglob("*.py")),
+    *(PACKAGE_DIR / "data" / f"{m}.py" for m in ("__init__", "preview", "magics", "widget")),
 ]
 
 

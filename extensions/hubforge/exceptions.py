@@ -7,11 +7,23 @@ on purpose derives from :class:`HubForgeError`::
     ├── ConfigError               an administrator's file or setting is wrong;
     │   │                         fix the file, then restart or reload
     │   ├── ProfileFileError      spawner-profile files failed to load (.issues)
-    │   └── SettingsError         the platform settings file is wrong
+    │   ├── SettingsError         the platform settings file is wrong
+    │   └── CatalogueError        the data-connection catalogue is wrong
+    │                             (hubforge.data.catalogue)
+    ├── MissingSecrets            a connection's secret is not set (catalogue)
     ├── GPUUnavailable            a server needs more GPUs than are free
+    ├── ImageBuildError           building a standard image failed (hubforge.images)
+    ├── ServiceError              a HubForge service answered an error, or did not
+    │                             answer (hubforge.client: .status, .message)
+    ├── DataError                 a data connection could not be used; the message
+    │   │                         names the connection, never a credential
+    │   └── QueryTimeout          a query ran past the connection's timeout (504)
     └── UserInputError            a user sent something invalid: HTTP 400, and
         │                         ``.message`` is safe to show to that user
         └── OptionsError          a bad ``user_options`` field (.field, .message)
+
+Classes that belong to one capability live in its package (named above) and derive
+from these bases, so importing this module stays free of their dependencies.
 
 Rules for adding a class: put it under the branch that says who must act
 (the administrator or the user), keep the user-facing text in ``.message``

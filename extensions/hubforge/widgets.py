@@ -1,9 +1,11 @@
 """Notebook widgets, importable as ``hubforge.widgets``.
 
-Re-exports `hubforge.singleuser.widgets` so notebooks need not know where
-the single-user side lives.
+Re-exports the widgets of the single-user side and of data access, so notebooks need
+not know where each lives: ``ServerInfoWidget`` (what ``%hubforge`` shows) and
+``DataBrowser`` (what ``hubforge.data.browser()`` returns).
 """
 
+from .data.widget import DataBrowser
 from .singleuser.widgets import ServerInfoWidget
 
-__all__ = ["ServerInfoWidget"]
+__all__ = ["DataBrowser", "ServerInfoWidget"]

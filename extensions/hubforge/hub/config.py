@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..data.hubconfig import configure_data_service
 from ..exceptions import SettingsError
 from ..profiles import load_profiles
 from ..settings import Settings
@@ -141,7 +142,7 @@ def apply_section(section, cls, options: dict, settings: Settings, name: str) ->
 
 
 def configure_services(c, settings: Settings) -> None:
-    """Hub-managed services: the idle culler (more services join in later issues)."""
+    """Hub-managed services: the idle culler and the data-connection service."""
     services = []
     roles = []
     if settings.idle_timeout > 0:
@@ -157,6 +158,7 @@ def configure_services(c, settings: Settings) -> None:
             }
         )
         roles.append({"name": "idle-culler", "scopes": IDLE_CULLER_SCOPES, "services": ["idle-culler"]})
+    configure_data_service(c, settings, services, roles)
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 

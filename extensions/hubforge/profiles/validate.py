@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator, ValidationError
+import functools
 
 from .model import (
     RESOURCE_FIELDS,
@@ -40,13 +40,20 @@ from .model import (
 from .schema import OVERRIDE_SCHEMA, PATTERN_DESCRIPTIONS, PROFILE_FILE_SCHEMA
 
 if TYPE_CHECKING:
+    from jsonschema import ValidationError
+
     from .loader import ParsedFile
 
 JsonPath = tuple[str | int, ...]
 Problem = tuple[JsonPath, str]
 
-_FILE_VALIDATOR = Draft202012Validator(PROFILE_FILE_SCHEMA)
-_OVERRIDE_VALIDATOR = Draft202012Validator(OVERRIDE_SCHEMA)
+@functools.cache
+def _validator(which: str):
+    # jsonschema takes about a second to import (its format checkers); only pay for it
+    # when a file is actually validated, not for `hubforge --help` or a service start.
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(PROFILE_FILE_SCHEMA if which == "file" else OVERRIDE_SCHEMA)
 
 _TYPE_NAMES = {
     "string": "a string",
@@ -79,7 +86,7 @@ def _in_unlisted_override(path: JsonPath) -> bool:
     )
 
 
-def _rewrite(error: ValidationError) -> list[Problem]:
+def _rewrite(error: "ValidationError") -> list[Problem]:
     """Turn one jsonschema error into readable problems (possibly several)."""
     path: JsonPath = tuple(error.absolute_path)
     kind, value, instance = error.validator, error.validator_value, error.instance
@@ -137,11 +144,11 @@ def _rewrite(error: ValidationError) -> list[Problem]:
     return [(path, error.message)]
 
 
-def schema_problems(data: Any, validator: Draft202012Validator = _FILE_VALIDATOR) -> list[Problem]:
-    """Structural problems of ``data`` (a whole file by default), in document order."""
+def schema_problems(data: Any, which: str = "file") -> list[Problem]:
+    """Structural problems of ``data`` (a whole file, or an ``"override"``), in document order."""
     problems: list[Problem] = []
     seen: set[Problem] = set()
-    for error in validator.iter_errors(data):
+    for error in _validator(which).iter_errors(data):
         for problem in _rewrite(error):
             if problem not in seen:
                 seen.add(problem)
@@ -230,7 +237,7 @@ def resource_problems(data: Mapping[str, Any], placeholders: bool = False) -> li
 
 def override_problems(data: Mapping[str, Any]) -> list[Problem]:
     """Structural and semantic problems of resource data after a merge."""
-    return schema_problems(data, _OVERRIDE_VALIDATOR) + resource_problems(data)
+    return schema_problems(data, "override") + resource_problems(data)
 
 
 def _anchor(override: Any, path: JsonPath) -> JsonPath:

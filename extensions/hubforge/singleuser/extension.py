@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from jupyter_server.extension.application import ExtensionApp
 
+from .data_handlers import data_handlers
 from .handlers import default_handlers
 
 
 class HubForgeExtension(ExtensionApp):
     """Serves HubForge's REST endpoints inside the user's server.
 
-    The routes come from `hubforge.singleuser.handlers.default_handlers`;
-    add new endpoints there rather than here.
+    The routes come from `hubforge.singleuser.handlers.default_handlers` and, for
+    data access, `hubforge.singleuser.data_handlers.data_handlers`; add new
+    endpoints there rather than here.
     """
 
     name = "hubforge"
@@ -24,3 +26,4 @@ class HubForgeExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers)
+        self.handlers.extend(data_handlers)

@@ -12,6 +12,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from ..data.magics import DataMagics
 from .info import ServerInfo, server_info
 
 
@@ -46,4 +47,4 @@ class HubForgeMagics(Magics):
         return ServerInfo(info)
 
 
-MAGICS: list[type[Magics]] = [HubForgeMagics]
+MAGICS: list[type[Magics]] = [HubForgeMagics, DataMagics]
