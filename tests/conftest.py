@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import secrets
@@ -15,6 +16,25 @@ from hubprocess import ROOT, HubProcess
 
 # A real jupyter-server for the single-user tests (jp_serverapp, jp_fetch).
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+@pytest.fixture
+async def jp_asyncio_loop():
+    # pytest-asyncio (asyncio_mode = auto) runs async tests on its own loop; hand that
+    # loop to pytest-jupyter so the server it starts and the test awaiting it share it.
+    return asyncio.get_running_loop()
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"hubforge.singleuser": True}}}
+
+
+@pytest.fixture
+def jp_base_url():
+    # A hostile prefix: the handler patterns must be joined, not concatenated.
+    return "/@/space%20word/"
+
 
 ADMIN_PASSWORD = "correct-horse-battery-9"
 # Unique per test session, so that two sessions on one machine never share (or remove)

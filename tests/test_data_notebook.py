@@ -968,20 +968,6 @@ def test_browser_without_ipywidgets(alice, monkeypatch):
 # --- the server extension ----------------------------------------------------------------
 
 
-@pytest.fixture
-async def jp_asyncio_loop():
-    # pytest-asyncio runs these tests on its own loop; the server must share it.
-    return asyncio.get_running_loop()
-
-
-@pytest.fixture
-def jp_server_config():
-    return {"ServerApp": {"jpserver_extensions": {"hubforge.singleuser": True}}}
-
-
-@pytest.fixture
-def jp_base_url():
-    return "/@/space%20word/"
 
 
 async def fetch_error(jp_fetch, *parts, **params):

@@ -1,7 +1,6 @@
 """Tests of HubForge's notebook side: server_info, the REST endpoint, the
 ``%hubforge`` magic in a real kernel, the widget and the installed configs."""
 
-import asyncio
 import json
 import re
 import subprocess
@@ -161,23 +160,6 @@ def test_html_escapes_every_value():
 # --- REST endpoint -----------------------------------------------------------
 
 
-@pytest.fixture
-async def jp_asyncio_loop():
-    # pytest-asyncio (asyncio_mode = auto) runs these tests on its own loop;
-    # hand that loop to pytest-jupyter so the server it starts and the test
-    # awaiting it share one loop.
-    return asyncio.get_running_loop()
-
-
-@pytest.fixture
-def jp_server_config():
-    return {"ServerApp": {"jpserver_extensions": {"hubforge.singleuser": True}}}
-
-
-@pytest.fixture
-def jp_base_url():
-    # A hostile prefix: the handler patterns must be joined, not concatenated.
-    return "/@/space%20word/"
 
 
 async def test_info_endpoint(hub_env, jp_fetch, jp_serverapp):
