@@ -130,15 +130,29 @@ def test_spawn_from_form_and_run_a_notebook(hub, admin_token, named_server, page
     kernel_status = notebook.locator(".jp-Notebook-ExecutionIndicator")
     expect(kernel_status).to_have_attribute("data-status", "idle", timeout=SPAWN_TIMEOUT_MS)
 
-    notebook.locator(".jp-Cell .cm-content").first.click()
+    first = notebook.locator(".jp-CodeCell").nth(0)
+    first.locator(".cm-content").click()
     page.keyboard.type('print(6 * 7); import os; print(os.environ["HUBFORGE_PROFILE"])')
-    page.keyboard.press("Shift+Enter")
-    output = notebook.locator(".jp-CodeCell").nth(0).locator(".jp-OutputArea")
-    expect(output).to_have_text(re.compile(r"42\s+cpu-large"), timeout=SPAWN_TIMEOUT_MS)
+    output = first.locator(".jp-OutputArea")
+    # JupyterLab can report the kernel idle a moment before its websocket is connected,
+    # and drops a cell run in that gap (the prompt stays "[ ]"). Run the cell again in
+    # place (Ctrl+Enter) if nothing started; the output is still checked strictly.
+    for attempt in range(3):
+        page.keyboard.press("Control+Enter")
+        try:
+            expect(output).to_have_text(re.compile(r"42\s+cpu-large"), timeout=20_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
+            first.locator(".cm-content").click()
 
-    # Shift+Enter on the last cell added a new one and put the cursor in it.
+    # A new cell below (command mode: Escape, then "b"), edited and run.
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    page.keyboard.press("Enter")
     page.keyboard.type("%hubforge")
-    page.keyboard.press("Shift+Enter")
+    page.keyboard.press("Control+Enter")
     info = notebook.locator(".jp-CodeCell").nth(1).locator(".hubforge-server-info")
     expect(info).to_contain_text("cpu-large", timeout=30_000)
     expect(info).to_contain_text("hubforge/cpu:2026.08")
