@@ -49,11 +49,9 @@ Parquet file stays. The last line of output is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import textwrap
@@ -67,7 +65,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from hubprocess import Browserless, HubProcess  # noqa: E402
-from spawn import load_1m, machine, percentile, remove_user, user_exists  # noqa: E402
+from spawn import load_1m, machine, percentile, remove_user, run_with_cleanup, user_exists  # noqa: E402
 
 USER = "hfdata"
 HF_PREFIX = "hfb-"
@@ -103,10 +101,6 @@ COPY (
     FROM range({rows})
 ) TO '{path}' (FORMAT parquet)
 """
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def say(message: str) -> None:
@@ -453,27 +447,9 @@ def main(argv=None) -> int:
             parser.error(f"system user {HF_PREFIX}{USER} already exists (left by an earlier run?); "
                          f"remove it with: userdel --remove {HF_PREFIX}{USER}")
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    cleanup: list = []
-    try:
-        res = run(args, cleanup)
-    except (Exception, KeyboardInterrupt) as e:
-        print(f"benchmark aborted: {e!r}", file=sys.stderr)
-        return 1
-    finally:
-        # Stop the server, then the hub (with its proxy and data service), then remove
-        # the system user and the directories; each step runs even if one fails.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        say("cleaning up ...")
-        for undo in reversed(cleanup):
-            try:
-                undo()
-            except Exception as e:  # keep cleaning up
-                say(f"warning: cleanup step failed: {e!r}")
-    print(json.dumps(report(args, res)))
-    return 0
-
+    # Cleanup stops the server, then the hub (with its proxy and data service), then
+    # removes the system user and the directories.
+    return run_with_cleanup(run, args, report)
 
 if __name__ == "__main__":
     sys.exit(main())

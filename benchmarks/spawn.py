@@ -470,6 +470,33 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def run_with_cleanup(run, args, report) -> int:
+    """Run ``run(args, cleanup)``, then undo what it recorded in ``cleanup``.
+
+    The undo steps run in reverse order, each even if an earlier one fails, also after
+    an error, Ctrl-C or SIGTERM; on success the report's figures are printed as the
+    final single-line JSON object. Shared by every benchmark in this folder.
+    """
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    cleanup: list = []
+    try:
+        res = run(args, cleanup)
+    except (Exception, KeyboardInterrupt) as e:
+        print(f"benchmark aborted: {e!r}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("cleaning up ...", file=sys.stderr)
+        for undo in reversed(cleanup):
+            try:
+                undo()
+            except Exception as e:  # keep cleaning up
+                print(f"warning: cleanup step failed: {e!r}", file=sys.stderr)
+    print(json.dumps(report(args, res)))
+    return 0
+
+
 # --- the run ----------------------------------------------------------------------------
 
 def start_hubforge_hub(workdir: Path, cleanup: list, **settings) -> tuple[HubProcess, str]:
@@ -686,28 +713,9 @@ def main(argv=None) -> int:
             parser.error(f"volume {VOLUME} already exists (left by an earlier run?); "
                          f"remove it with: podman volume rm {VOLUME}")
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    cleanup: list = []
-    try:
-        res = run(args, cleanup)
-    except (Exception, KeyboardInterrupt) as e:
-        print(f"benchmark aborted: {e!r}", file=sys.stderr)
-        return 1
-    finally:
-        # Stop the hubs first (they stop their servers, proxies and podman services),
-        # then remove containers, volume, users and directories; each step runs even if
-        # an earlier one fails.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("cleaning up ...", file=sys.stderr)
-        for undo in reversed(cleanup):
-            try:
-                undo()
-            except Exception as e:  # keep cleaning up
-                print(f"warning: cleanup step failed: {e!r}", file=sys.stderr)
-    print(json.dumps(report(args, res)))
-    return 0
-
+    # Cleanup stops the hubs first (they stop their servers, proxies and podman
+    # services), then removes containers, volume, users and directories.
+    return run_with_cleanup(run, args, report)
 
 if __name__ == "__main__":
     sys.exit(main())

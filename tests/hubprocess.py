@@ -7,7 +7,6 @@ the proxy, and offers small helpers for the REST API and the browser-style login
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -143,6 +142,18 @@ class HubProcess:
             headers["Authorization"] = f"token {token}"
         kw.setdefault("timeout", 30)
         return requests.request(method, self.api + path, headers=headers, **kw)
+
+    def make_user(self, admin_token: str, name: str, groups=(), exist_ok: bool = True) -> str:
+        """Create hub user `name` (in `groups`) through the REST API; return a token for them."""
+        r = self.request("POST", f"/users/{name}", admin_token)
+        assert r.status_code in ((201, 409) if exist_ok else (201,)), r.text
+        for group in groups:
+            self.request("POST", f"/groups/{group}", admin_token)
+            r = self.request("POST", f"/groups/{group}/users", admin_token, json={"users": [name]})
+            assert r.status_code == 200, r.text
+        r = self.request("POST", f"/users/{name}/tokens", admin_token, json={"note": "test"})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
 
     def server_url(self, user: str, server: str = "") -> str:
         return f"{self.url}user/{quote(user)}/" + (f"{quote(server)}/" if server else "")

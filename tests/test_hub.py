@@ -23,18 +23,6 @@ pytestmark = pytest.mark.slow
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="system users and cgroups need root")
 
 
-def make_user(hub, admin_token, name, groups=()):
-    r = hub.request("POST", f"/users/{name}", admin_token)
-    assert r.status_code in (201, 409), r.text
-    for g in groups:
-        hub.request("POST", f"/groups/{g}", admin_token)
-        r = hub.request("POST", f"/groups/{g}/users", admin_token, json={"users": [name]})
-        assert r.status_code == 200, r.text
-    r = hub.request("POST", f"/users/{name}/tokens", admin_token, json={"note": "test"})
-    assert r.status_code == 201, r.text
-    return r.json()["token"]
-
-
 def spawn(hub, user, server, token, options):
     return hub.request("POST", f"/users/{user}/servers/{server}", token, json=options)
 
@@ -93,7 +81,7 @@ def test_signup_rejects_weak_password(hub):
 
 
 def test_spawn_page_lists_only_allowed_profiles(hub, admin_token):
-    make_user(hub, admin_token, "erin")
+    hub.make_user(admin_token, "erin")
     b = Browserless(hub)
     b.signup("erin", "erins-long-pass-42")
     admin = Browserless(hub)
@@ -103,7 +91,7 @@ def test_spawn_page_lists_only_allowed_profiles(hub, admin_token):
     page = b.get("hub/spawn/erin/named").text
     assert 'id="profile-cpu-small"' in page and 'id="profile-gpu-1"' in page
     assert 'id="profile-cpu-xlarge"' not in page
-    make_user(hub, admin_token, "erin", groups=["power-users"])
+    hub.make_user(admin_token, "erin", groups=["power-users"])
     assert 'id="profile-cpu-xlarge"' in b.get("hub/spawn/erin/named").text
 
 
@@ -112,7 +100,7 @@ def test_spawn_page_lists_only_allowed_profiles(hub, admin_token):
 
 @pytest.fixture(scope="module")
 def alice(hub, admin_token):
-    return make_user(hub, admin_token, "alice")
+    return hub.make_user(admin_token, "alice")
 
 
 def test_rest_spawn_with_options_applies_profile(hub, admin_token, alice):
@@ -197,7 +185,7 @@ def test_bad_options_get_400_naming_the_field(hub, admin_token, alice, options, 
 
 
 def test_gpus_are_exclusive_and_freed_on_stop(hub, admin_token, alice):
-    bob = make_user(hub, admin_token, "bob")
+    bob = hub.make_user(admin_token, "bob")
     spawned = []
     try:
         for user, token, name in (("alice", alice, "g1"), ("bob", bob, "g2")):
@@ -253,7 +241,7 @@ def test_admin_token_has_admin_rights(hub, admin_token):
 
 
 def test_failed_start_frees_gpu_and_leaves_nothing(hub, admin_token):
-    token = make_user(hub, admin_token, "frank", groups=["testers"])
+    token = hub.make_user(admin_token, "frank", groups=["testers"])
     r = spawn(hub, "frank", "dies", token, {"profile": "gpu-broken"})
     assert r.status_code == 500, r.text
     assert "exited during start-up with status 1" in r.json()["message"]
@@ -276,7 +264,7 @@ def test_failed_start_frees_gpu_and_leaves_nothing(hub, admin_token):
 
 def test_server_extension_access_matrix(hub, admin_token, alice):
     """owner / other user / admin / anonymous on the HubForge endpoint of a user's server."""
-    bob = make_user(hub, admin_token, "bob")
+    bob = hub.make_user(admin_token, "bob")
     r = spawn(hub, "alice", "matrix", alice, {"profile": "cpu-small"})
     assert r.status_code in (201, 202), r.text
     try:
