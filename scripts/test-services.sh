@@ -5,6 +5,9 @@
 # Without root and without a running server the PostgreSQL tests skip with a reason.
 set -eu
 log() { printf 'test-services: %s\n' "$*" >&2; }
+# Only the assignments go to stdout (fd 3); every tool's chatter (pg_ctlcluster prints
+# "Removed stale pid file." and the like) goes to stderr.
+exec 3>&1 1>&2
 
 PG_USER=hubforge_test
 PG_DB=hubforge_test
@@ -37,7 +40,7 @@ SQL
     if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1; then
         runuser -u postgres -- createdb -O "$PG_USER" "$PG_DB"
     fi
-    echo "HUBFORGE_TEST_PG_URL=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB"
+    echo "HUBFORGE_TEST_PG_URL=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB" >&3
 else
     log "not root: PostgreSQL is not started; set HUBFORGE_TEST_PG_URL to use your own"
 fi
