@@ -5,15 +5,16 @@
 # Without root and without a running server the PostgreSQL tests skip with a reason.
 set -eu
 log() { printf 'test-services: %s\n' "$*" >&2; }
-# Only the assignments go to stdout (fd 3); every tool's chatter (pg_ctlcluster prints
-# "Removed stale pid file." and the like) goes to stderr.
-exec 3>&1 1>&2
 
 PG_USER=hubforge_test
 PG_DB=hubforge_test
 PG_PASSWORD=hubforge-test-pw-5b1e
 
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+# Only the assignments reach stdout (run-tests reads it to its end): the set-up runs with
+# stdout sent to stderr, so tools' chatter (pg_ctlcluster's "Removed stale pid file.")
+# stays out, and the PostgreSQL daemon it starts cannot hold run-tests' pipe open.
+PG_URL=
+start_postgres() {
     if ! command -v pg_lsclusters >/dev/null; then
         log "installing Debian's postgresql"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
@@ -40,7 +41,12 @@ SQL
     if ! runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1; then
         runuser -u postgres -- createdb -O "$PG_USER" "$PG_DB"
     fi
-    echo "HUBFORGE_TEST_PG_URL=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB" >&3
+    PG_URL="postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$PG_DB"
+}
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    start_postgres >&2
+    echo "HUBFORGE_TEST_PG_URL=$PG_URL"
 else
     log "not root: PostgreSQL is not started; set HUBFORGE_TEST_PG_URL to use your own"
 fi
