@@ -78,3 +78,30 @@ def admin_token(hub):
     r = b.signup("admin", ADMIN_PASSWORD)
     assert r.status_code == 200, r.text
     return hub.token("admin")
+
+
+@pytest.fixture(scope="session")
+def dask_user(hub, admin_token):
+    """A hub user with a running server (so a system account) and gateway client settings.
+
+    Yields ``{"name", "token", "gateway_kwargs"}``: ``gateway_kwargs`` make
+    `hubforge.dask` and `dask_gateway.Gateway` talk to the session hub's ``dask-gateway``
+    service from the test process, as this user. Their clusters are stopped at the end.
+    """
+    from dask_gateway.auth import JupyterHubAuth
+
+    name = "dasker"
+    token = hub.make_user(admin_token, name)
+    r = hub.request("POST", f"/users/{name}/server", token, json={"profile": "cpu-small"})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready(name, "", token)
+    info = hub.request("GET", "/services/dask-gateway", token).json()["info"]
+    kwargs = {
+        "address": info["address"],
+        "proxy_address": info["proxy_address"],
+        "auth": JupyterHubAuth(api_token=token),
+    }
+    yield {"name": name, "token": token, "gateway_kwargs": kwargs}
+    import hubforge.dask as hd
+
+    hd.shutdown(all=True, gateway_kwargs=kwargs)

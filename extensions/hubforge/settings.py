@@ -184,6 +184,13 @@ class Settings(LoggingConfigurable):
         """,
     ).tag(config=True)
 
+    dask = Dict(
+        help="""Dask through dask-gateway: the ``dask-gateway`` hub service, per-user limits
+        and clean-up. Keys: see "Dask gateway" below, e.g.
+        ``dask: {idle_timeout: 600, limits: {max_workers: 4}}``. Format and defaults:
+        docs/dask.md.""",
+    ).tag(config=True)
+
     start_timeout = Integer(
         60,
         help="Seconds a user server may take to start before the spawn fails.",

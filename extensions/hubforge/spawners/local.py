@@ -32,6 +32,20 @@ from .cgroups import CgroupManager
 _SYSTEM_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}$")
 
 
+def system_user_name(prefix: str, hub_user: str) -> str:
+    """The system account of a hub user: ``<prefix><name>``, hashed if unsafe or long.
+
+    One mapping for everything that runs as the user: the local spawner, and the Dask
+    gateway's schedulers and workers (`hubforge.dask.backend`).
+    """
+    name = prefix + hub_user.lower()
+    if _SYSTEM_NAME.match(name) and name[len(prefix):] == hub_user:
+        return name
+    safe = re.sub(r"[^a-z0-9]", "", hub_user.lower())[:16]
+    digest = hashlib.sha256(hub_user.encode()).hexdigest()[:8]
+    return f"{prefix}{safe}-{digest}"
+
+
 class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     """Runs a user's server as a local process, shaped by their chosen profile."""
 
@@ -104,12 +118,7 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     @property
     def system_user(self) -> str:
         """The system user for this hub user: ``<prefix><name>``, hashed if unsafe or long."""
-        name = self.system_user_prefix + self.user.name.lower()
-        if _SYSTEM_NAME.match(name) and name[len(self.system_user_prefix):] == self.user.name:
-            return name
-        safe = re.sub(r"[^a-z0-9]", "", self.user.name.lower())[:16]
-        digest = hashlib.sha256(self.user.name.encode()).hexdigest()[:8]
-        return f"{self.system_user_prefix}{safe}-{digest}"
+        return system_user_name(self.system_user_prefix, self.user.name)
 
     @property
     def home(self) -> str:

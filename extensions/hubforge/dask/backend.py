@@ -1,0 +1,322 @@
+"""HubForge's dask-gateway backend for one machine: local processes, as the user, fast.
+
+`HubForgeLocalBackend` is dask-gateway's `LocalBackend` with four changes:
+
+* **Who runs it**: with ``system-users`` isolation the scheduler and workers run as the
+  hub user's system account, the one the local spawner runs their server as
+  (`hubforge.spawners.local.system_user_name`), so a cluster reads and writes what the
+  user's notebook can and nothing else. With ``shared`` isolation they run as the hub's
+  user, like the servers.
+* **How fast**: processes are forked from a preloaded forkserver
+  (`hubforge.dask.launcher`) instead of started as new interpreters, and a cluster's
+  initial workers are requested by the scheduler's first heartbeat
+  (`hubforge.dask.scheduler_preload`).
+* **Limits**: cluster options are bounded by the user's limits
+  (`hubforge.dask.settings`); a request over a limit is refused with a message that
+  states it, and so is a cluster over ``max_clusters``. As root, each cluster gets a
+  control group sized to its limits, which is also how stopping a cluster kills every
+  process it started.
+* **Origin**: a cluster records which notebook server started it (option ``origin``,
+  ``server:<name>``), so the gateway can stop it when that server stops
+  (`hubforge.dask.gateway`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+from pathlib import Path
+
+from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.db_base import JobStatus
+from dask_gateway_server.backends.local import LocalBackend, LocalClusterConfig
+from dask_gateway_server.options import Float, Integer, Options, String
+from traitlets import Bool, Dict, Enum, Integer as IntegerTrait, Type, Unicode, default
+
+from ..spawners.cgroups import CgroupManager
+from ..spawners.local import system_user_name
+from .launcher import ForkLauncher, RunAs
+from .settings import DaskSettings, Limits, format_memory
+
+GiB = 2**30
+#: What a scheduler may use, on top of the workers' limits.
+SCHEDULER_CORES = 1
+SCHEDULER_MEMORY = 1 * GiB
+
+
+class HubForgeClusterConfig(LocalClusterConfig):
+    """dask-gateway's cluster configuration plus what HubForge's clusters carry."""
+
+    initial_workers = IntegerTrait(0, help="Workers the scheduler asks for at start.", config=True)
+    adapt_minimum = IntegerTrait(0, help="Adaptive scaling's minimum at start.", config=True)
+    adapt_maximum = IntegerTrait(0, help="Adaptive scaling's maximum at start (0: not adaptive).", config=True)
+    origin = Unicode("", help="Which notebook server started the cluster: 'server:<name>'.", config=True)
+    max_workers_reason = Unicode("", help="The limit that bounds the cluster's workers, in words.", config=True)
+
+
+def _bounded(value, bound: float, message: str) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > bound:
+        raise PublicException(message)
+
+
+class HubForgeLocalBackend(LocalBackend):
+    """Local processes for the embedded default; see the module documentation."""
+
+    cluster_config_class = Type(
+        "hubforge.dask.backend.HubForgeClusterConfig",
+        klass="dask_gateway_server.backends.base.ClusterConfig",
+        help="The cluster config class to use.",
+        config=True,
+    )
+
+    isolation = Enum(
+        ["system-users", "shared"], default_value="shared",
+        help="Run clusters as the user's system account (system-users) or as the gateway's user.",
+        config=True,
+    )
+
+    system_user_prefix = Unicode("hf-", help="The local spawner's system_user_prefix.", config=True)
+
+    dask_settings = Dict(help="The ``dask:`` section of the platform settings.", config=True)
+
+    settings_source = Unicode("hubforge.yaml", help="The settings file, for messages.", config=True)
+
+    cgroup_prefix = Unicode(
+        "",
+        help="""Name prefix of the clusters' control groups (``hubforge/<prefix>-<cluster>``);
+        empty: no control groups. Unique per gateway, so a restarted gateway removes only
+        its own leftovers.""",
+        config=True,
+    )
+
+    fork = Bool(True, help="Fork schedulers and workers from a preloaded forkserver.", config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = DaskSettings(source=self.settings_source, **self.dask_settings)
+        self.cgroups = CgroupManager()
+        self.launcher = ForkLauncher() if self.fork else None
+
+    # --- limits and options -----------------------------------------------------------
+
+    def limits_for(self, user) -> Limits:
+        return self.settings.limits_for(getattr(user, "groups", ()))
+
+    def cluster_options_for(self, user) -> Options:
+        """The options a user may choose, bounded by their limits (dask-gateway's spec)."""
+        limits = self.limits_for(user)
+        worker_cores_max = max(1, int(limits.worker_cores))
+        memory_max = limits.worker_memory / GiB
+        settings = self.settings
+
+        def handler(options, user):
+            cores = int(options.worker_cores)
+            memory = int(options.worker_memory * GiB)
+            max_workers, reason = limits.max_workers_for(cores, memory)
+            config = {
+                "worker_cores": cores,
+                "worker_threads": cores,
+                "worker_memory": memory,
+                "scheduler_cores": SCHEDULER_CORES,
+                "scheduler_memory": SCHEDULER_MEMORY,
+                "cluster_max_workers": max_workers,
+                "max_workers_reason": reason,
+                "idle_timeout": settings.idle_timeout,
+                "origin": options.origin,
+            }
+            if options.adapt_maximum:
+                config["adapt_minimum"] = options.adapt_minimum
+                config["adapt_maximum"] = options.adapt_maximum
+            else:
+                config["initial_workers"] = options.workers
+            return config
+
+        return Options(
+            Integer("workers", default=0, min=0, max=limits.max_workers, label="Workers at start"),
+            Integer("adapt_minimum", default=0, min=0, max=limits.max_workers, label="Adaptive minimum"),
+            Integer("adapt_maximum", default=0, min=0, max=limits.max_workers,
+                    label="Adaptive maximum (0: fixed size)"),
+            Integer("worker_cores", default=1, min=1, max=worker_cores_max, label="Cores per worker"),
+            Float("worker_memory", default=min(2.0, memory_max), min=0.25, max=memory_max,
+                  label="Memory per worker (GiB)"),
+            String("origin", default="", label="Started by (server:<name>)"),
+            handler=handler,
+        )
+
+    @default("cluster_options")
+    def _default_cluster_options(self):
+        return self.cluster_options_for
+
+    def check_request(self, user, request: dict) -> None:
+        """Refuse options over the user's limits, with a message that states the limit."""
+        if not isinstance(request, dict):
+            return  # dask-gateway's own parser reports the type error
+        limits = self.limits_for(user)
+        where = f"(set by the admin in dask.limits, {self.settings_source})"
+        _bounded(request.get("worker_cores"), limits.worker_cores,
+                 f"worker_cores={request.get('worker_cores')} is over your limit of "
+                 f"{limits.worker_cores:g} cores per worker {where}")
+        memory = request.get("worker_memory")
+        _bounded(memory, limits.worker_memory / GiB,
+                 f"worker_memory={memory} GiB is over your limit of "
+                 f"{format_memory(limits.worker_memory)} per worker {where}")
+        cores = request.get("worker_cores") or 1
+        memory_bytes = int((memory or min(2.0, limits.worker_memory / GiB)) * GiB)
+        if isinstance(cores, (int, float)) and cores > 0:
+            max_workers, reason = limits.max_workers_for(cores, memory_bytes)
+            for key in ("workers", "adapt_maximum", "adapt_minimum"):
+                _bounded(request.get(key), max_workers,
+                         f"{key}={request.get(key)} is over your limit of {max_workers} workers "
+                         f"per cluster ({reason}) {where}")
+
+    async def process_cluster_options(self, user, request):
+        self.check_request(user, request)
+        return await super().process_cluster_options(user, request)
+
+    async def start_cluster(self, user, cluster_options):
+        options, config = await self.process_cluster_options(user, cluster_options)
+        limits = self.limits_for(user)
+        active = [c for c in self.db.name_to_cluster.values()
+                  if c.username == user.name and c.target <= JobStatus.RUNNING]
+        if len(active) >= limits.max_clusters:
+            raise PublicException(
+                f"you already have {len(active)} running cluster{'s' if len(active) != 1 else ''} "
+                f"and your limit is {limits.max_clusters} (dask.limits.max_clusters, "
+                f"{self.settings_source}); stop one first (hubforge.dask.shutdown) or connect "
+                f"to it (hubforge.dask.connect)"
+            )
+        if self.isolation == "system-users":
+            self.run_as(user.name)  # fails here, with a clear message, not in the reconciler
+        cluster = self.db.create_cluster(user.name, options, config.to_dict())
+        self.log.info("Created cluster %s for user %s", cluster.name, user.name)
+        self.queue.put(cluster)
+        return cluster.name
+
+    def check_scale(self, cluster, count: int) -> None:
+        """Refuse a scale request over the cluster's limit (dask-gateway would cap it silently)."""
+        max_workers = cluster.config.get("cluster_max_workers")
+        if max_workers is not None and count > max_workers:
+            reason = cluster.config.get("max_workers_reason") or f"max_workers {max_workers}"
+            raise PublicException(
+                f"a cluster of {count} workers is over your limit of {max_workers} workers per "
+                f"cluster ({reason}; set by the admin in dask.limits, {self.settings_source})"
+            )
+
+    # --- processes ------------------------------------------------------------------
+
+    def system_user(self, username: str) -> str:
+        return system_user_name(self.system_user_prefix, username)
+
+    def run_as(self, username: str) -> RunAs | None:
+        if self.isolation != "system-users":
+            return None
+        account = self.system_user(username)
+        try:
+            pw = pwd.getpwnam(account)
+        except KeyError:
+            raise PublicException(
+                f"user {username} has no system account ({account}) on this machine yet; "
+                f"start a notebook server once, then create the cluster"
+            ) from None
+        return RunAs(pw.pw_uid, pw.pw_gid, tuple(os.getgrouplist(account, pw.pw_gid)), pw.pw_dir)
+
+    def set_file_permissions(self, paths, username):
+        run_as = self.run_as(username)
+        if run_as is not None:
+            for p in paths:
+                os.chown(p, run_as.uid, run_as.gid)
+
+    def get_env(self, cluster):
+        env = super().get_env(cluster)
+        run_as = self.run_as(cluster.username)
+        env["USER"] = self.system_user(cluster.username) if run_as else cluster.username
+        if run_as:
+            env["HOME"] = run_as.home
+        elif "HOME" in os.environ:
+            env["HOME"] = os.environ["HOME"]
+        config = cluster.config
+        if config.get("adapt_maximum"):
+            env["HUBFORGE_DASK_ADAPT_MIN"] = str(config.get("adapt_minimum") or 0)
+            env["HUBFORGE_DASK_ADAPT_MAX"] = str(config["adapt_maximum"])
+        elif config.get("initial_workers"):
+            env["HUBFORGE_DASK_INITIAL_WORKERS"] = str(config["initial_workers"])
+        return env
+
+    def get_scheduler_command(self, cluster):
+        return super().get_scheduler_command(cluster) + ["--preload", "hubforge.dask.scheduler_preload"]
+
+    def get_worker_command(self, cluster, worker_name, scheduler_address=None):
+        return super().get_worker_command(cluster, worker_name, scheduler_address) + ["--no-nanny"]
+
+    async def start_process(self, cluster, cmd, env, name):
+        if self.launcher is None:
+            return await super().start_process(cluster, cmd, env, name)
+        role = "scheduler" if name == "scheduler" else "worker"
+        prefix = cluster.config.get(f"{role}_cmd") or []
+        argv = list(cmd[len(prefix):])
+        workdir = cluster.state["workdir"]
+        log_path = os.path.join(self.get_logs_directory(workdir), name + ".log")
+        return self.launcher.start(
+            role, argv, env, log_path, workdir,
+            run_as=self.run_as(cluster.username), cgroups=cluster.state.get("cgroups") or [],
+        )
+
+    # --- control groups -------------------------------------------------------------
+
+    def _cgroup_key(self, cluster_name: str) -> str:
+        return f"{self.cgroup_prefix}-{cluster_name}"
+
+    def make_cgroups(self, cluster) -> list[str]:
+        if not self.cgroup_prefix or not self.cgroups.available:
+            return []
+        config = cluster.config
+        max_workers = config.get("cluster_max_workers") or 0
+        cores = SCHEDULER_CORES + max_workers * (config.get("worker_cores") or 1)
+        memory = SCHEDULER_MEMORY + max_workers * (config.get("worker_memory") or GiB)
+        return self.cgroups.create(self._cgroup_key(cluster.name), cpu_limit=cores, cpu_guarantee=None,
+                                   mem_limit=memory, mem_guarantee=None)
+
+    async def do_setup(self):
+        await super().do_setup()
+        self.sweep_cgroups()
+        if self.launcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.launcher.warm)
+
+    def sweep_cgroups(self) -> None:
+        """Kill and remove control groups a previous run of this gateway left behind."""
+        if not self.cgroup_prefix or not self.cgroups.available:
+            return
+        for parent in self.cgroups.paths("x"):
+            parent = Path(parent).parent
+            if not parent.is_dir():
+                continue
+            for group in parent.glob(f"{self.cgroup_prefix}-*"):
+                key = group.name
+                left = self.cgroups.kill_and_remove(self.cgroups.paths(key))
+                self.log.warning("removed the leftover cluster control group %s%s", key,
+                                 f" ({len(left)} processes would not die)" if left else "")
+
+    async def do_start_cluster(self, cluster):
+        groups = self.make_cgroups(cluster)
+        async for state in super().do_start_cluster(cluster):
+            yield {**state, "cgroups": groups}
+
+    async def do_stop_cluster(self, cluster):
+        try:
+            await super().do_stop_cluster(cluster)
+        finally:
+            groups = cluster.state.get("cgroups") or []
+            if groups:
+                left = await asyncio.get_running_loop().run_in_executor(
+                    None, self.cgroups.kill_and_remove, groups)
+                if left:
+                    self.log.error("cluster %s: processes %s survived SIGKILL", cluster.name, sorted(left))
+            if self.launcher is not None:
+                self.launcher.reap()
+
+    def cleanup_working_directory(self, workdir):
+        # The workers' spill directories belong to the user; remove them as root.
+        if os.path.exists(workdir):
+            shutil.rmtree(workdir, ignore_errors=True)
