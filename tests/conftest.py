@@ -59,6 +59,8 @@ def hub(tmp_path_factory):
         gpus="0,1",
         profiles=[str(ROOT / "spawner_profiles"), str(ROOT / "tests" / "data" / "hub-profiles")],
         local={"system_user_prefix": TEST_PREFIX, "home_root": homes},
+        # The gateway checks the hub for stopped servers every 2 s (default 15 s).
+        dask={"reconcile_period": 2},
     )
     try:
         hub.start()

@@ -5,12 +5,15 @@ and scalars replace, ``null`` deletes) and validates the result against the char
 ``values.schema.json``; these tests do the same with the chart files kept in
 ``../shared/schemas`` (Zero to JupyterHub 4.4.0, dask-gateway 2026.3.0). They then
 apply the jupyterhub values the way the chart's ``jupyterhub_config.py`` does and build
-real pods from them.
+real pods from them, and run the dask-gateway values' code the way the gateway pod does,
+against dask-gateway-server's classes, to check the ``dask:`` limits it enforces.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+from collections import defaultdict
 from pathlib import Path
 
 import jsonschema
@@ -194,20 +197,7 @@ def test_dask_gateway_values_talk_to_this_hub(settings):
     assert hub["singleuser"]["extraEnv"]["DASK_GATEWAY__ADDRESS"].endswith(gateway["prefix"])
     assert gateway["backend"]["image"] == {"name": "hubforge/cpu", "tag": "2026.11"}
     assert gateway["backend"]["worker"]["memory"]["limit"] == 2 * 1024**3
-    compile(gateway["extraConfig"]["hubforge-options"], "gateway.extraConfig", "exec")
-
-
-def test_dask_gateway_cluster_options_load_in_the_gateway(settings):
-    pytest.importorskip("dask_gateway_server.options", reason="dask-gateway-server is not installed")
-    c = Config()
-    exec(dask_gateway_values(settings)["gateway"]["extraConfig"]["hubforge-options"], {"c": c})
-    options = c.Backend.cluster_options
-    spec = {field["field"]: field for field in options.get_specification()}
-    assert spec["image"]["spec"]["options"] == ["hubforge/cpu:2026.11", "hubforge/cpu:2026.08"]
-    assert (spec["worker_cores"]["spec"]["min"], spec["worker_cores"]["spec"]["max"]) == (0.5, 4.0)
-    config = options.get_configuration(options.parse_options({"worker_memory": 4}), user=None)
-    assert config["worker_memory"] == config["worker_memory_limit"] == 4 * 1024**3
-    assert c.KubeClusterConfig.idle_timeout == 3600
+    compile(gateway["extraConfig"]["hubforge"], "gateway.extraConfig", "exec")
 
 
 def run_cli(*argv: str) -> int:
@@ -228,3 +218,232 @@ def test_cli_writes_and_checks(tmp_path, capsys):
     (tmp_path / "dask-gateway.yaml").write_text("# edited\n")
     assert run_cli("helm-values", "--check", "--output-dir", str(tmp_path)) == 1
     assert "dask-gateway.yaml" in capsys.readouterr().out
+
+
+# --- the dask-gateway server's configuration ----------------------------------------------
+#
+# gateway.extraConfig runs in the gateway pod, inside the chart's dask_gateway_config.py;
+# these tests run it the same way, against dask-gateway-server's own classes.
+
+GiB = 2**30
+POWER_USERS = {"max_workers": 32, "max_cores": 32, "max_memory": "64 G", "worker_cores": 4, "worker_memory": "8 G"}
+
+
+def with_dask(dask: dict) -> Settings:
+    changed = Settings.load(DEFAULT_SETTINGS_FILE)
+    changed.dask = dask
+    return changed
+
+
+def run_gateway_config(settings: Settings) -> tuple[Config, dict]:
+    """The config the chart's dask_gateway_config.py ends with, and extraConfig's names."""
+    pytest.importorskip("dask_gateway_server.backends.kubernetes", reason="dask-gateway-server[kubernetes] is missing")
+    c = Config()  # what the chart's dask_gateway_config.py sets first
+    c.DaskGateway.backend_class = "dask_gateway_server.backends.kubernetes.KubeBackend"
+    c.KubeBackend.gateway_instance = "dask-gateway"
+    c.KubeBackend.api_url = "http://api-dask-gateway.hubforge:8000/api"
+    namespace = {"c": c}
+    for key, code in sorted(dask_gateway_values(settings)["gateway"]["extraConfig"].items()):
+        exec(compile(code, f"gateway.extraConfig.{key}", "exec"), namespace)
+    return c, namespace
+
+
+def user(name: str, *groups: str):
+    from dask_gateway_server.models import User
+
+    return User(name, groups=groups)
+
+
+@pytest.fixture
+def limited():
+    """Three workers per cluster for everyone; power-users may take more."""
+    return with_dask({"idle_timeout": 600, "limits": {"max_workers": 3}, "group_limits": {"power-users": POWER_USERS}})
+
+
+def test_dask_limits_show_up_in_the_values():
+    code = dask_gateway_values(with_dask({"limits": {"max_workers": 3}}))["gateway"]["extraConfig"]["hubforge"]
+    assert '"max_workers": 3,' in code
+    assert "c.KubeClusterConfig.idle_timeout = 1800" in code  # dask.idle_timeout's default
+
+
+def test_the_gateway_uses_hubforges_backend_and_idle_timeout(limited):
+    from dask_gateway_server.app import DaskGateway
+    from dask_gateway_server.backends.kubernetes import KubeBackend, KubeClusterConfig
+
+    c, ns = run_gateway_config(limited)
+    backend_class = DaskGateway(config=c).backend_class
+    assert issubclass(backend_class, KubeBackend) and backend_class is ns["HubForgeKubeBackend"]
+    config_class = backend_class(config=c).cluster_config_class
+    assert issubclass(config_class, KubeClusterConfig)
+    assert config_class(config=c).idle_timeout == 600
+
+
+@pytest.mark.parametrize(
+    "groups, workers, cores, memory",
+    [((), 3, 2, 4.0), (("power-users",), 32, 4, 8.0), (("power-users", "other"), 32, 4, 8.0)],
+)
+def test_cluster_options_are_bounded_by_the_users_limits(limited, groups, workers, cores, memory):
+    c, _ = run_gateway_config(limited)
+    spec = {f["field"]: f for f in c.Backend.cluster_options(user("u", *groups)).get_specification()}
+    for field in ("workers", "adapt_minimum", "adapt_maximum"):
+        assert spec[field]["spec"]["max"] == workers
+    assert spec["worker_cores"]["spec"]["max"] == cores
+    assert spec["worker_memory"]["spec"]["max"] == memory
+    assert spec["image"]["spec"]["options"] == ["hubforge/cpu:2026.11", "hubforge/cpu:2026.08"]
+    assert spec["image"]["default"] == "hubforge/cpu:2026.11"
+
+
+async def test_the_options_handler_sets_the_worker_size_and_cluster_max_workers(limited):
+    c, ns = run_gateway_config(limited)
+    backend = ns["HubForgeKubeBackend"](config=c)
+
+    options, config = await backend.process_cluster_options(user("alice"), {"workers": 2, "origin": "server:"})
+    config = config.to_dict()
+    assert config["cluster_max_workers"] == 3  # max_workers binds before max_cores 8 or max_memory 16 GiB
+    assert config["cluster_max_cores"] is None and config["cluster_max_memory"] is None
+    assert (config["worker_cores"], config["worker_cores_limit"], config["worker_threads"]) == (1, 1, 1)
+    assert config["worker_memory"] == config["worker_memory_limit"] == 2 * GiB
+    assert (config["initial_workers"], config["origin"], config["image"]) == (2, "server:", "hubforge/cpu:2026.11")
+    assert config["idle_timeout"] == 600
+
+    request = {"worker_cores": 4, "worker_memory": 8.0, "adapt_minimum": 1, "adapt_maximum": 8}
+    _, config = await backend.process_cluster_options(user("carol", "power-users"), request)
+    assert config.cluster_max_workers == 8  # 32 cores at 4 a worker, 64 GiB at 8 GiB a worker
+    assert (config.initial_workers, config.adapt_minimum, config.adapt_maximum) == (0, 1, 8)
+    assert config.worker_memory == 8 * GiB
+
+
+@pytest.mark.parametrize(
+    "groups, request_, message",
+    [
+        ((), {"worker_cores": 4}, "worker_cores must be <= 2"),
+        ((), {"worker_memory": 5.0}, "worker_memory must be <= 4"),
+        ((), {"workers": 4}, "workers must be <= 3"),
+        ((), {"origin": "x", "gpus": 1}, "Unknown fields ['gpus']"),
+        (("power-users",), {"worker_cores": 4, "workers": 9},
+         "workers=9 is over your limit of 8 workers per cluster (max_cores 32 at 4 cores per worker) "
+         "(set by the admin in dask.limits, hub_config/hubforge.yaml)"),
+    ],
+)
+async def test_requests_over_a_limit_are_refused(limited, groups, request_, message):
+    from dask_gateway_server.backends.base import PublicException
+
+    c, ns = run_gateway_config(limited)
+    with pytest.raises(PublicException) as e:
+        await ns["HubForgeKubeBackend"](config=c).process_cluster_options(user("u", *groups), request_)
+    assert message in str(e.value)
+
+
+def test_max_workers_is_the_settings_rule():
+    from hubforge.dask.settings import Limits
+
+    _, ns = run_gateway_config(with_dask({}))
+    for limits in (Limits(), Limits(max_workers=100, max_cores=7.5, max_memory=10 * GiB)):
+        for cores in (0, 0.5, 1, 2, 3):
+            for memory in (0, GiB // 2, 2 * GiB, 3 * GiB):
+                assert ns["hubforge_max_workers"](limits.to_json(), cores, memory) == \
+                    limits.max_workers_for(cores, memory), (limits, cores, memory)
+
+
+class RecordingCustomObjects:
+    """Kubernetes' custom objects API, remembering the DaskClusters it is asked to create."""
+
+    def __init__(self):
+        self.created = []
+
+    async def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        self.created.append(body)
+        return body
+
+
+def backend_without_kubernetes(c: Config, ns: dict):
+    """HubForge's backend with the state KubeBackend.setup would make, and no cluster behind it.
+
+    Messages to schedulers are recorded instead of sent.
+    """
+    import aiohttp
+    from dask_gateway_server.utils import Flag
+
+    class RecordingBackend(ns["HubForgeKubeBackend"]):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.session = aiohttp.ClientSession()
+            self.clusters, self.username_to_clusters = {}, defaultdict(dict)
+            self.cluster_waiters = defaultdict(Flag)
+            self.custom_client = RecordingCustomObjects()
+            self.sent = []
+
+        async def forward_message_to_scheduler(self, cluster, msg):
+            self.sent.append((cluster.name, msg))
+
+        def informer_sees(self, name: str, status) -> None:
+            """What KubeBackend.sync_cluster does when the informer reports a cluster."""
+            from dask_gateway_server.models import Cluster
+
+            body = next(b for b in self.custom_client.created if name.endswith("." + b["metadata"]["name"]))
+            cluster = Cluster(name, body["spec"]["username"], "", body["spec"]["options"],
+                              body["spec"]["config"], status)
+            self.clusters[name] = self.username_to_clusters[cluster.username][name] = cluster
+            if status >= cluster.status.RUNNING:
+                self.cluster_waiters[name].set()
+
+    return RecordingBackend(config=c)
+
+
+async def test_a_user_over_max_clusters_is_refused_counting_clusters_not_yet_seen(limited):
+    from dask_gateway_server.backends.base import PublicException
+    from dask_gateway_server.models import ClusterStatus
+
+    backend = backend_without_kubernetes(*run_gateway_config(limited))
+    first = await backend.start_cluster(user("alice"), {})
+    await backend.start_cluster(user("alice"), {})  # neither is in the informer's cache yet
+    with pytest.raises(PublicException) as e:
+        await backend.start_cluster(user("alice"), {})
+    assert str(e.value).startswith("you already have 2 running clusters and your limit is 2 "
+                                   "(dask.limits.max_clusters, hub_config/hubforge.yaml)")
+    await backend.start_cluster(user("bob"), {})  # a limit per user
+
+    backend.informer_sees(first, ClusterStatus.STOPPED)
+    await backend.start_cluster(user("alice"), {})
+    assert [b["spec"]["username"] for b in backend.custom_client.created] == ["alice", "alice", "bob", "alice"]
+    await backend.cleanup()
+
+
+@pytest.mark.parametrize(
+    "request_, sent",
+    [
+        ({"workers": 2}, [{"op": "scale", "count": 2}]),
+        ({"adapt_minimum": 1, "adapt_maximum": 3}, [{"op": "adapt", "minimum": 1, "maximum": 3, "active": True}]),
+        ({}, []),
+    ],
+)
+async def test_a_new_cluster_asks_for_its_workers_once_it_runs(limited, request_, sent):
+    from dask_gateway_server.models import ClusterStatus
+
+    backend = backend_without_kubernetes(*run_gateway_config(limited))
+    name = await backend.start_cluster(user("alice"), request_)
+    (task,) = backend.hubforge_tasks
+    backend.informer_sees(name, ClusterStatus.PENDING)
+    await asyncio.sleep(0.05)
+    assert backend.sent == []
+    backend.informer_sees(name, ClusterStatus.RUNNING)
+    await asyncio.wait_for(task, 5)
+    assert backend.sent == [(name, msg) for msg in sent]
+    await backend.cleanup()
+
+
+def test_dask_disabled_leaves_no_gateway(schemas):
+    disabled = with_dask({"enabled": False})
+    assert dask_gateway_values(disabled) == {}
+    text = generate(disabled)["dask-gateway.yaml"]
+    assert text.startswith("# generated by hubforge helm-values; do not edit")
+    assert "dask.enabled is false" in text and "helm uninstall dask-gateway" in text
+    assert yaml.safe_load(text) is None
+
+    hub = jupyterhub_values(disabled)
+    assert "services" not in hub["hub"] and "loadRoles" not in hub["hub"]
+    assert "extraEnv" not in hub["singleuser"]
+    assert schema_errors(schemas, "jupyterhub.yaml", hub) == []
+    # Only the Dask parts differ from the enabled values.
+    enabled = jupyterhub_values(with_dask({}))
+    assert {k: v for k, v in enabled["hub"].items() if k not in ("services", "loadRoles")} == hub["hub"]

@@ -32,6 +32,7 @@ function needs them.
 
 from __future__ import annotations
 
+import atexit
 import os
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DaskError", "VersionMismatchWarning", "gateway", "cluster", "connect", "list_clusters",
-    "shutdown", "scale", "adapt", "limits", "options", "check_versions", "widget",
+    "disconnect", "shutdown", "scale", "adapt", "limits", "options", "check_versions", "widget",
 ]
 
 #: Packages whose versions must agree between this kernel and the cluster.
@@ -64,20 +65,72 @@ def origin() -> str:
     return f"server:{os.environ.get('JUPYTERHUB_SERVER_NAME', '')}" if "JUPYTERHUB_USER" in os.environ else ""
 
 
+#: One Gateway client per configuration, kept for the kernel's life: it holds an HTTP
+#: session and an event-loop thread worth reusing, and dask-gateway's clients cannot be
+#: closed twice (their ``__del__`` closes them again, and fails).
+_GATEWAYS: dict[tuple, Any] = {}
+
+
 def gateway(**kwargs) -> "dask_gateway.Gateway":
     """A `dask_gateway.Gateway` for this hub (address and hub auth from the environment)."""
     if not os.environ.get("DASK_GATEWAY__ADDRESS") and "address" not in kwargs:
         raise DaskError("no Dask gateway is configured for this server (DASK_GATEWAY__ADDRESS is not set); "
                         "ask your admin to enable the dask section of the platform settings")
-    from dask_gateway import Gateway
+    key = tuple(sorted((k, v if isinstance(v, (str, int, float, type(None))) else id(v)) for k, v in kwargs.items()))
+    gw = _GATEWAYS.get(key)
+    if gw is None:
+        from dask_gateway import Gateway
 
-    return Gateway(**kwargs)
+        _guard_finalizers()
+
+        if not _GATEWAYS:
+            atexit.register(_close_gateways)
+        gw = _GATEWAYS[key] = (Gateway(**kwargs), kwargs)
+    return gw[0]
 
 
-def _close(gw) -> None:
-    """Close a Gateway client once (its ``__del__`` would close it again, and fail)."""
-    gw.close()
-    gw.__dict__.pop("_loop_runner", None)
+def _guard_finalizers() -> None:
+    """Keep dask-gateway's finalizers from deadlocking the client's event loop.
+
+    ``Gateway.__del__`` and ``GatewayCluster.__del__`` close the object synchronously:
+    they submit the clean-up to the client's event-loop thread and wait for it. When the
+    garbage collector happens to run them *in* that thread (any allocation there can
+    trigger it), the thread waits for itself forever and every later call hangs. The
+    guard skips the close in that one case; the object's HTTP session is then freed by
+    the collector instead.
+    """
+    import asyncio
+
+    from dask_gateway.client import Gateway, GatewayCluster
+
+    for cls in (Gateway, GatewayCluster):
+        original = cls.__dict__.get("__del__")
+        if original is None or getattr(original, "_hubforge_guarded", False):
+            continue
+
+        def __del__(self, _original=original):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return _original(self)
+            if getattr(self, "asynchronous", True):
+                return _original(self)
+            # synchronous client, finalized inside an event loop: closing would deadlock
+
+        __del__._hubforge_guarded = True
+        cls.__del__ = __del__
+
+
+def _close_gateways() -> None:
+    """At exit: close the cached clients once (no "unclosed session" warnings, and no
+    second close from their ``__del__``)."""
+    while _GATEWAYS:
+        gw, _ = _GATEWAYS.popitem()[1]
+        try:
+            gw.close()
+        except Exception:  # the loop may already be gone at exit
+            pass
+        gw.__dict__.pop("_loop_runner", None)
 
 
 def _translate(e: Exception) -> DaskError:
@@ -85,13 +138,24 @@ def _translate(e: Exception) -> DaskError:
     return DaskError(str(e).strip() or type(e).__name__)
 
 
+#: dask-gateway's client drops the gateway's message for these statuses; ours instead.
+_STATUS_MESSAGES = {
+    401: "the Dask gateway did not accept your token (HTTP 401): it needs the scope "
+         "access:services!service=dask-gateway, which every user and server has by default",
+    403: "permission denied (HTTP 403): only the cluster's owner or a hub admin may use it",
+}
+
+
 def _call(gw, fn, *args, **kwargs):
+    from aiohttp import ClientResponseError
     from dask_gateway import GatewayClusterError, GatewayServerError
 
     try:
         return gw.sync(fn, *args, **kwargs) if gw is not None else fn(*args, **kwargs)
     except (ValueError, GatewayClusterError, GatewayServerError) as e:
         raise _translate(e) from None
+    except ClientResponseError as e:
+        raise DaskError(_STATUS_MESSAGES.get(e.status, f"the Dask gateway answered HTTP {e.status} {e.message}")) from None
 
 
 def cluster(workers: int | None = None, *, adaptive: tuple[int, int] | None = None,
@@ -119,16 +183,22 @@ def cluster(workers: int | None = None, *, adaptive: tuple[int, int] | None = No
     if worker_memory is not None:
         opts["worker_memory"] = float(worker_memory)
     gw = gateway(**(gateway_kwargs or {}))
-    try:
-        gc = _call(None, gw.new_cluster, shutdown_on_close=False, **opts)
-    except DaskError:
-        _close(gw)
-        raise
+    # submit, then connect: dask-gateway's new_cluster builds its cluster object first,
+    # and when the gateway refuses the request (a limit), the half-built object's
+    # clean-up deadlocks the client's event loop.
+    name = _call(None, gw.submit, **opts)
+    gc = _call(None, gw.connect, name, shutdown_on_close=False)
     client = gc.get_client(set_as_default=True)
     if wait:
         ready = (adaptive[0] if adaptive else workers) or 0
         if ready:
-            client.wait_for_workers(ready, timeout=120)
+            try:
+                client.wait_for_workers(ready, timeout=120)
+            except TimeoutError:
+                raise DaskError(
+                    f"cluster {name} has fewer than {ready} workers after 120 s; it keeps running: "
+                    f"see hubforge.dask.list_clusters(), connect({name!r}) or shutdown({name!r})"
+                ) from None
     if check:
         check_versions(client)
     return client
@@ -149,6 +219,19 @@ async def _hubforge_json(gw, method: str, path: str) -> dict:
     return await resp.json()
 
 
+def disconnect(client) -> None:
+    """Close a client from `cluster` or `connect`, leaving its cluster running.
+
+    (Closing only the `distributed.Client` leaves the cluster object's own gateway
+    connection, which dask-gateway closes again when it is collected, and fails.)
+    """
+    client.close()
+    cluster = getattr(client, "cluster", None)
+    if cluster is not None:
+        cluster.close(shutdown=False)
+        cluster.gateway.__dict__.pop("_loop_runner", None)
+
+
 def list_clusters(all_users: bool = False, *, gateway_kwargs: dict | None = None) -> list[dict]:
     """Your running clusters (admins: everyone's with `all_users`), newest last.
 
@@ -156,10 +239,7 @@ def list_clusters(all_users: bool = False, *, gateway_kwargs: dict | None = None
     worker_cores, worker_memory, max_workers, adaptive, origin, dashboard_link.
     """
     gw = gateway(**(gateway_kwargs or {}))
-    try:
-        data = _call(gw, _hubforge_json, gw, "GET", "clusters?all=1" if all_users else "clusters")
-    finally:
-        _close(gw)
+    data = _call(gw, _hubforge_json, gw, "GET", "clusters?all=1" if all_users else "clusters")
     out = []
     for c in sorted(data["clusters"], key=lambda c: c.get("start_time") or 0):
         route = c.pop("dashboard_route", None)
@@ -172,19 +252,13 @@ def limits(*, gateway_kwargs: dict | None = None) -> dict:
     """What you may take: max_clusters, per-cluster max_workers/max_cores/max_memory
     (bytes), and the largest worker (worker_cores, worker_memory in bytes)."""
     gw = gateway(**(gateway_kwargs or {}))
-    try:
-        return _call(gw, _hubforge_json, gw, "GET", "limits")["limits"]
-    finally:
-        _close(gw)
+    return _call(gw, _hubforge_json, gw, "GET", "limits")["limits"]
 
 
 def options(**kwargs):
     """The cluster options you may choose, with their bounds (`dask_gateway.options.Options`)."""
     gw = gateway(**kwargs)
-    try:
-        return _call(None, gw.cluster_options)
-    finally:
-        _close(gw)
+    return _call(None, gw.cluster_options)
 
 
 def _name(target) -> str:
@@ -200,20 +274,14 @@ def _name(target) -> str:
 def scale(target, n: int, *, gateway_kwargs: dict | None = None) -> None:
     """Ask for `n` workers (turns adaptive scaling off). Over your limit: DaskError."""
     gw = gateway(**(gateway_kwargs or {}))
-    try:
-        _call(gw, gw._scale_cluster, _name(target), int(n))
-    finally:
-        _close(gw)
+    _call(gw, gw._scale_cluster, _name(target), int(n))
 
 
 def adapt(target, minimum: int = 0, maximum: int | None = None, *, gateway_kwargs: dict | None = None) -> None:
     """Scale between `minimum` and `maximum` workers with the load."""
     gw = gateway(**(gateway_kwargs or {}))
-    try:
-        _call(gw, gw._adapt_cluster, _name(target), minimum=int(minimum),
-              maximum=None if maximum is None else int(maximum), active=True)
-    finally:
-        _close(gw)
+    _call(gw, gw._adapt_cluster, _name(target), minimum=int(minimum),
+          maximum=None if maximum is None else int(maximum), active=True)
 
 
 def shutdown(target=None, *, all: bool = False, gateway_kwargs: dict | None = None) -> list[str]:
@@ -224,17 +292,14 @@ def shutdown(target=None, *, all: bool = False, gateway_kwargs: dict | None = No
     if (target is None) == (not all):
         raise DaskError("give a cluster to stop, or all=True")
     gw = gateway(**(gateway_kwargs or {}))
-    try:
-        if all:
-            user = os.environ.get("JUPYTERHUB_USER") or _call(gw, _hubforge_json, gw, "GET", "limits")["user"]
-            from urllib.parse import quote
+    if all:
+        from urllib.parse import quote
 
-            return _call(gw, _hubforge_json, gw, "DELETE", f"users/{quote(user, safe='')}/clusters")["stopped"]
-        name = _name(target)
-        _call(gw, gw._stop_cluster, name)
-        return [name]
-    finally:
-        _close(gw)
+        user = os.environ.get("JUPYTERHUB_USER") or _call(gw, _hubforge_json, gw, "GET", "limits")["user"]
+        return _call(gw, _hubforge_json, gw, "DELETE", f"users/{quote(user, safe='')}/clusters")["stopped"]
+    name = _name(target)
+    _call(gw, gw._stop_cluster, name)
+    return [name]
 
 
 def version_differences(client_versions: dict, cluster_versions: dict) -> list[str]:
@@ -288,6 +353,6 @@ def check_versions(client) -> list[str]:
 
 def widget(**kwargs):
     """The cluster widget: size, start, scale, stop, live status, dashboard link."""
-    from .widget import ClusterWidget
+    from .widgets import ClusterWidget
 
     return ClusterWidget(**kwargs)

@@ -27,6 +27,7 @@ import asyncio
 import os
 import pwd
 import shutil
+import tempfile
 from pathlib import Path
 
 from dask_gateway_server.backends.base import PublicException
@@ -222,11 +223,28 @@ class HubForgeLocalBackend(LocalBackend):
             ) from None
         return RunAs(pw.pw_uid, pw.pw_gid, tuple(os.getgrouplist(account, pw.pw_gid)), pw.pw_dir)
 
-    def set_file_permissions(self, paths, username):
-        run_as = self.run_as(username)
+    def setup_working_directory(self, cluster):
+        """The cluster's directory (TLS files, logs, spill), owned by the user, mode 0700.
+
+        Replaces `LocalBackend.setup_working_directory`, which adds the TLS file paths
+        to the list it chowns with ``paths.extend(path)``: one entry per *character*,
+        the first being ``/``, so as root it hands the root directory to the user.
+        """
+        workdir = tempfile.mkdtemp(prefix="dask-", suffix=f"-{cluster.name}")
+        certs, logs = self.get_certs_directory(workdir), self.get_logs_directory(workdir)
+        for path in (certs, logs):
+            os.mkdir(path, 0o700)
+        cert_path, key_path = self._get_tls_paths(workdir)
+        files = []
+        for path, data in ((cert_path, cluster.tls_cert), (key_path, cluster.tls_key)):
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(data)
+            files.append(path)
+        run_as = self.run_as(cluster.username)
         if run_as is not None:
-            for p in paths:
-                os.chown(p, run_as.uid, run_as.gid)
+            for path in (workdir, certs, logs, *files):
+                os.chown(path, run_as.uid, run_as.gid)
+        return workdir
 
     def get_env(self, cluster):
         env = super().get_env(cluster)
@@ -303,7 +321,23 @@ class HubForgeLocalBackend(LocalBackend):
         async for state in super().do_start_cluster(cluster):
             yield {**state, "cgroups": groups}
 
+    def log_failure(self, cluster) -> None:
+        """Put the end of a failed cluster's process logs in the gateway's log.
+
+        The working directory (and the logs in it) goes when the cluster stops, so this
+        is the one place an admin can read why a scheduler or worker did not start.
+        """
+        workdir = cluster.state.get("workdir")
+        if not workdir:
+            return
+        for log in sorted(Path(self.get_logs_directory(workdir)).glob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-15:]
+            if lines:
+                self.log.warning("cluster %s failed; the end of %s:\n%s", cluster.name, log.name, "\n".join(lines))
+
     async def do_stop_cluster(self, cluster):
+        if cluster.target == JobStatus.FAILED:
+            self.log_failure(cluster)
         try:
             await super().do_stop_cluster(cluster)
         finally:

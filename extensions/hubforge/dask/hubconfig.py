@@ -77,6 +77,9 @@ def gateway_config(settings, dask: DaskSettings, *, data_dir: Path, ports: dict[
             "settings_source": settings.source or "hubforge.yaml",
             "cgroup_prefix": f"dask-{tag}",
             "worker_start_timeout": dask.worker_start_timeout,
+            # The scheduler reports its workers this often (dask-gateway's default 15 s);
+            # list_clusters' worker counts are at most this old.
+            "cluster_heartbeat_period": 5,
             "cluster_start_timeout": dask.worker_start_timeout,
         },
         "HubForgeClusterConfig": {

@@ -16,8 +16,11 @@ values key                    comes from
 ``cull``                      ``idle_timeout`` and ``cull_every`` (jupyterhub-idle-culler)
 ``prePuller.extraImages``     every image a profile or a listed option choice names
 ``singleuser.storage``        the Kubernetes spawner's per-user home PVC
-dask-gateway ``gateway``      JupyterHub auth against this hub; the CPU profiles' images,
-                              sizes and bounds as cluster options
+dask-gateway ``gateway``      JupyterHub auth against this hub; the CPU profiles' images;
+                              the ``dask:`` settings (:mod:`hubforge.dask.settings`): cluster
+                              options bounded by each user's limits, clusters per user,
+                              ``idle_timeout``; nothing to install when ``dask.enabled``
+                              is false
 ============================  ==========================================================
 
 The generator sits beside :mod:`hubforge.hub` at the top of the package: where the hub
@@ -30,6 +33,7 @@ belong here: they go in a second values file given after the generated one.
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from collections.abc import Iterable
@@ -41,7 +45,8 @@ from traitlets.config import Config
 
 from .. import __version__
 from ..exceptions import ConfigError
-from ..profiles import ProfileSet, load_profiles, resolve, to_kubespawner_profile_list
+from ..dask.settings import DaskSettings, Limits
+from ..profiles import load_profiles, to_kubespawner_profile_list
 from ..settings import REPO_ROOT, Settings
 from ..spawners.kubernetes import HOME_CAPACITY, HOME_MOUNT_PATH, HOME_PVC_NAME_TEMPLATE, HOME_VOLUME_NAME
 
@@ -95,9 +100,20 @@ COMMENTS = {
     "cull": "jupyterhub-idle-culler: stop servers idle for idle_timeout seconds.",
     "gateway.auth": "Users sign in with their hub token; the chart reads the service's API token\n"
     "from the hub's Secret (same namespace).",
-    "gateway.backend": "Schedulers and workers run HubForge's CPU image, sized like the default profile.",
-    "gateway.extraConfig": "Cluster options; their bounds come from the CPU profiles open to every user.",
+    "gateway.backend": "Schedulers and workers run HubForge's CPU image; workers default to the\n"
+    "cluster options' default size.",
+    "gateway.extraConfig": "HubForge's Dask limits (dask: in the platform settings): cluster options\n"
+    "bounded by each user's limits, workers per cluster, clusters per user.",
     "traefik": "Reached through the hub's proxy at /services/dask-gateway, not from outside.",
+}
+
+#: What a generated file says when its chart has no values: not to install it.
+NO_VALUES = {
+    "dask-gateway.yaml": """
+# dask.enabled is false in the platform settings: HubForge runs no Dask gateway and the
+# hub's values give users none. Do not install the dask-gateway chart; if a release is
+# installed from earlier values, remove it: helm uninstall dask-gateway --namespace <ns>
+""",
 }
 
 HUB_EXTRA_CONFIG = f'''\
@@ -116,31 +132,206 @@ c.HubForgeKubeSpawner.home_mount_path = "{HOME_MOUNT_PATH}"
 c.JupyterHub.template_paths = [os.path.join(os.path.dirname(nativeauthenticator.__file__), "templates")]
 '''
 
-DASK_OPTIONS_CONFIG = '''\
-# Cluster options users pick from (dask_gateway.Gateway().cluster_options()): the CPU
-# profiles' images, and worker sizes within what a user can start as a server.
-from dask_gateway_server.options import Float, Options, Select
+#: The gateway's HubForge configuration (``gateway.extraConfig``), in three parts: a
+#: head (imports), the limits and images from HubForge's files as literals
+#: (:func:`dask_gateway_config`), and a body that enforces them. It runs in the
+#: dask-gateway server pod, where HubForge is not installed, so it imports only
+#: dask-gateway-server, traitlets (which that requires) and the standard library. It
+#: enforces the limits of the gateway on one machine (`hubforge.dask.backend`); the
+#: tests run it against dask-gateway-server's own classes.
+DASK_CONFIG_HEAD = """\
+# HubForge's Dask limits (the dask: section of the platform settings), as the gateway
+# on one machine enforces them: cluster options bounded by each user's limits, a
+# worker limit per cluster, and a number of clusters per user. Change the settings
+# file named below and run `hubforge helm-values`.
+import asyncio
+import time
+
+from dask_gateway_server.backends.base import ClusterConfig, PublicException
+from dask_gateway_server.backends.kubernetes import KubeBackend, KubeClusterConfig
+from dask_gateway_server.models import ClusterStatus
+from dask_gateway_server.options import Float, Integer, Options, Select, String
+from dask_gateway_server.traitlets import Type
+from traitlets import Integer as IntegerTrait, Unicode
+
+"""
+
+DASK_CONFIG_BODY = '''
+GiB = 2**30
+#: How long a new cluster's first scale request waits for its scheduler to run.
+FIRST_SCALE_TIMEOUT = 600
 
 
-def hubforge_worker(options):
-    memory = int(options.worker_memory * 2**30)
-    return {{
-        "image": options.image,
-        "worker_cores": options.worker_cores,
-        "worker_cores_limit": options.worker_cores,
-        "worker_memory": memory,
-        "worker_memory_limit": memory,
-    }}
+def hubforge_limits(user):
+    """A user's limits: the defaults, widened by each of their groups' limits."""
+    limits = dict(DEFAULT_LIMITS)
+    for group in sorted(set(user.groups) & set(GROUP_LIMITS)):
+        limits = {key: max(value, GROUP_LIMITS[group][key]) for key, value in limits.items()}
+    return limits
 
 
-c.Backend.cluster_options = Options(
-    Select("image", {images!r}, default={image!r}, label="Image"),
-    Float("worker_cores", default={cores!r}, min={min_cores!r}, max={max_cores!r}, label="Worker cores"),
-    Float("worker_memory", default={memory!r}, min={min_memory!r}, max={max_memory!r}, label="Worker memory (GiB)"),
-    handler=hubforge_worker,
-)
-# Clusters nobody uses stop after the servers' idle timeout (0: never).
-c.KubeClusterConfig.idle_timeout = {idle_timeout!r}
+def hubforge_size(n):
+    for unit, size in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}iB"
+    return f"{n} B"
+
+
+def hubforge_max_workers(limits, cores, memory):
+    """The most workers of that size one cluster may have, and the limit that binds."""
+    candidates = [(limits["max_workers"], f"max_workers {limits['max_workers']}")]
+    if cores:
+        candidates.append((int(limits["max_cores"] // cores),
+                           f"max_cores {limits['max_cores']:g} at {cores:g} cores per worker"))
+    if memory:
+        candidates.append((int(limits["max_memory"] // memory),
+                           f"max_memory {hubforge_size(limits['max_memory'])} at "
+                           f"{hubforge_size(memory)} per worker"))
+    return min(candidates, key=lambda candidate: candidate[0])
+
+
+def hubforge_cluster_options(user):
+    """The options a user may choose, bounded by their limits (c.Backend.cluster_options)."""
+    limits = hubforge_limits(user)
+    memory_max = limits["worker_memory"] / GiB
+
+    def handler(options, user):
+        cores = options.worker_cores
+        memory = int(options.worker_memory * GiB)
+        max_workers, reason = hubforge_max_workers(limits, cores, memory)
+        for key in ("workers", "adapt_minimum", "adapt_maximum"):
+            if options[key] > max_workers:
+                raise ValueError(
+                    f"{key}={options[key]} is over your limit of {max_workers} workers per "
+                    f"cluster ({reason}) (set by the admin in dask.limits, {SETTINGS_SOURCE})"
+                )
+        adaptive = options.adapt_maximum > 0
+        return {
+            "image": options.image,
+            "worker_cores": cores,
+            "worker_cores_limit": cores,
+            "worker_threads": cores,
+            "worker_memory": memory,
+            "worker_memory_limit": memory,
+            "cluster_max_workers": max_workers,
+            # The limits count workers only; set, dask-gateway would count the scheduler in.
+            "cluster_max_cores": None,
+            "cluster_max_memory": None,
+            "initial_workers": 0 if adaptive else options.workers,
+            "adapt_minimum": options.adapt_minimum if adaptive else 0,
+            "adapt_maximum": options.adapt_maximum,
+            "origin": options.origin,
+        }
+
+    return Options(
+        Select("image", IMAGES, default=DEFAULT_IMAGE, label="Image"),
+        Integer("workers", default=0, min=0, max=limits["max_workers"], label="Workers at start"),
+        Integer("adapt_minimum", default=0, min=0, max=limits["max_workers"], label="Adaptive minimum"),
+        Integer("adapt_maximum", default=0, min=0, max=limits["max_workers"],
+                label="Adaptive maximum (0: fixed size)"),
+        Integer("worker_cores", default=1, min=1, max=max(1, int(limits["worker_cores"])),
+                label="Cores per worker"),
+        Float("worker_memory", default=min(2.0, memory_max), min=0.25, max=memory_max,
+              label="Memory per worker (GiB)"),
+        String("origin", default="", label="Started by (server:<name>)"),
+        handler=handler,
+    )
+
+
+class HubForgeKubeClusterConfig(KubeClusterConfig):
+    """KubeClusterConfig plus what HubForge's cluster options record."""
+
+    initial_workers = IntegerTrait(0, help="Workers asked for once the scheduler runs.", config=True)
+    adapt_minimum = IntegerTrait(0, help="Adaptive scaling's minimum at start.", config=True)
+    adapt_maximum = IntegerTrait(0, help="Adaptive scaling's maximum at start (0: not adaptive).",
+                                 config=True)
+    origin = Unicode("", help="Which notebook server started the cluster: 'server:<name>'.", config=True)
+
+
+def hubforge_first_request(config):
+    """The scale or adapt message a new cluster's options ask for, or None."""
+    if config.get("adapt_maximum"):
+        return {"op": "adapt", "minimum": config.get("adapt_minimum") or 0,
+                "maximum": config["adapt_maximum"], "active": True}
+    if config.get("initial_workers"):
+        return {"op": "scale", "count": config["initial_workers"]}
+    return None
+
+
+class HubForgeKubeBackend(KubeBackend):
+    """The chart's KubeBackend, plus max_clusters and the workers asked for at start."""
+
+    cluster_config_class = Type(
+        HubForgeKubeClusterConfig,
+        klass=ClusterConfig,
+        help="The cluster config class to use",
+        config=True,
+    )
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hubforge_start_lock = asyncio.Lock()
+        # Per user, clusters created but not yet in the informer's cache.
+        self.hubforge_starting = {}
+        self.hubforge_tasks = set()
+
+    async def start_cluster(self, user, cluster_options):
+        limit = hubforge_limits(user)["max_clusters"]
+        # One start at a time, so that two requests cannot both pass the count.
+        async with self.hubforge_start_lock:
+            starting = self.hubforge_starting.setdefault(user.name, set())
+            starting.difference_update([name for name in starting if name in self.clusters])
+            active = {cluster.name for cluster in await self.list_clusters(username=user.name)} | starting
+            if len(active) >= limit:
+                raise PublicException(
+                    f"you already have {len(active)} running cluster{'s' if len(active) != 1 else ''} "
+                    f"and your limit is {limit} (dask.limits.max_clusters, {SETTINGS_SOURCE}); "
+                    f"stop one first (hubforge.dask.shutdown) or connect to it (hubforge.dask.connect)"
+                )
+            name = await super().start_cluster(user, cluster_options)
+            starting.add(name)
+        task = asyncio.ensure_future(self.hubforge_first_scale(name))
+        self.hubforge_tasks.add(task)
+        task.add_done_callback(self.hubforge_tasks.discard)
+        return name
+
+    async def hubforge_first_scale(self, name):
+        """Once the cluster runs, ask its scheduler for the workers its options asked for.
+
+        On one machine a scheduler preload does this; here the chart's controller writes
+        the scheduler's command line, so the gateway sends what a client would send.
+        """
+        deadline = time.monotonic() + FIRST_SCALE_TIMEOUT
+        try:
+            while True:
+                cluster = await self.get_cluster(name, wait=True)
+                if cluster is not None:
+                    msg = hubforge_first_request(cluster.config)
+                    if msg is None or cluster.status > ClusterStatus.RUNNING:
+                        return
+                    if cluster.status == ClusterStatus.RUNNING:
+                        break
+                if time.monotonic() > deadline:
+                    self.log.warning("cluster %s did not start in %d s; asked for no workers",
+                                     name, FIRST_SCALE_TIMEOUT)
+                    return
+            await self.forward_message_to_scheduler(cluster, msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("cluster %s: asking for its initial workers failed", name)
+
+    async def cleanup(self):
+        tasks = list(self.hubforge_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await super().cleanup()
+
+
+# The chart sets its KubeBackend before this runs; HubForge's extends it.
+c.DaskGateway.backend_class = HubForgeKubeBackend
+c.Backend.cluster_options = hubforge_cluster_options
 '''
 
 GiB = 1024**3
@@ -231,7 +422,10 @@ def profile_images(profiles: Iterable[Any]) -> list[str]:
 
 
 def jupyterhub_values(settings: Settings) -> dict[str, Any]:
-    """Values for the Zero to JupyterHub chart (``jupyterhub`` 4.4.0)."""
+    """Values for the Zero to JupyterHub chart (``jupyterhub`` 4.4.0).
+
+    With ``dask.enabled`` false, no dask-gateway service, role or client settings.
+    """
     files = profile_files(settings)
     profile_set = load_profiles(files)
     extra_files = {}
@@ -249,81 +443,103 @@ def jupyterhub_values(settings: Settings) -> dict[str, Any]:
         # The same rule as the local hub's culler (hub.config.configure_services).
         cull["timeout"] = settings.idle_timeout
         cull["every"] = settings.effective_cull_every
-    gateway_host = f"traefik-{DASK_GATEWAY_RELEASE}"
+    hub: dict[str, Any] = {
+        "image": dict(HUB_IMAGE),
+        "config": _auth_config(settings),
+        "allowNamedServers": True,
+        "namedServerLimitPerUser": settings.named_server_limit,
+        "extraFiles": extra_files,
+        "extraConfig": {"hubforge.py": HUB_EXTRA_CONFIG},
+    }
+    singleuser: dict[str, Any] = {
+        "defaultUrl": "/lab",
+        "startTimeout": settings.start_timeout,
+        "storage": {
+            "type": "dynamic",
+            "capacity": HOME_CAPACITY,
+            "homeMountPath": HOME_MOUNT_PATH,
+            "dynamic": {
+                "pvcNameTemplate": HOME_PVC_NAME_TEMPLATE,
+                "volumeNameTemplate": HOME_VOLUME_NAME,
+                "storageAccessModes": ["ReadWriteOnce"],
+            },
+        },
+    }
+    if DaskSettings.from_settings(settings).enabled:
+        gateway_host = f"traefik-{DASK_GATEWAY_RELEASE}"
+        hub["services"] = {DASK_GATEWAY_SERVICE: {"display": False, "url": f"http://{gateway_host}"}}
+        hub["loadRoles"] = {"user": {"scopes": ["self", f"access:services!service={DASK_GATEWAY_SERVICE}"]}}
+        singleuser["extraEnv"] = {
+            "DASK_GATEWAY__ADDRESS": f"http://proxy-public{DASK_GATEWAY_PREFIX}",
+            "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{gateway_host}:80",
+            "DASK_GATEWAY__PUBLIC_ADDRESS": f"{DASK_GATEWAY_PREFIX}/",
+            "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        }
+    singleuser["profileList"] = to_kubespawner_profile_list(profile_set)
     return {
-        "hub": {
-            "image": dict(HUB_IMAGE),
-            "config": _auth_config(settings),
-            "allowNamedServers": True,
-            "namedServerLimitPerUser": settings.named_server_limit,
-            "extraFiles": extra_files,
-            "extraConfig": {"hubforge.py": HUB_EXTRA_CONFIG},
-            "services": {DASK_GATEWAY_SERVICE: {"display": False, "url": f"http://{gateway_host}"}},
-            "loadRoles": {"user": {"scopes": ["self", f"access:services!service={DASK_GATEWAY_SERVICE}"]}},
-        },
-        "singleuser": {
-            "defaultUrl": "/lab",
-            "startTimeout": settings.start_timeout,
-            "storage": {
-                "type": "dynamic",
-                "capacity": HOME_CAPACITY,
-                "homeMountPath": HOME_MOUNT_PATH,
-                "dynamic": {
-                    "pvcNameTemplate": HOME_PVC_NAME_TEMPLATE,
-                    "volumeNameTemplate": HOME_VOLUME_NAME,
-                    "storageAccessModes": ["ReadWriteOnce"],
-                },
-            },
-            "extraEnv": {
-                "DASK_GATEWAY__ADDRESS": f"http://proxy-public{DASK_GATEWAY_PREFIX}",
-                "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://{gateway_host}:80",
-                "DASK_GATEWAY__PUBLIC_ADDRESS": f"{DASK_GATEWAY_PREFIX}/",
-                "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
-            },
-            "profileList": to_kubespawner_profile_list(profile_set),
-        },
+        "hub": hub,
+        "singleuser": singleuser,
         "prePuller": {"pullProfileListImages": False, "extraImages": images},
         "cull": cull,
     }
 
 
-def _worker_sizes(profile_set: ProfileSet) -> list[Any]:
-    """Resolved CPU profiles open to every user, with each single option choice."""
-    sizes = []
-    for profile in profile_set.profiles:
-        gpu = profile.gpu is not None and profile.gpu.count > 0
-        if gpu or profile.allowed_users is not None or profile.allowed_groups is not None:
-            continue
-        sizes.append(resolve(profile_set, {"profile": profile.slug}, ""))
-        for name, option in profile.options.items():
-            for choice in option.choices:
-                sizes.append(resolve(profile_set, {"profile": profile.slug, name: choice}, ""))
-    return sizes
+def _settings_source(settings: Settings) -> str:
+    return _display_path(Path(settings.source)) if settings.source else "the default settings"
+
+
+def dask_gateway_config(settings: Settings, dask: DaskSettings, images: list[str], image: str) -> str:
+    """The ``gateway.extraConfig`` code: `DASK_CONFIG_BODY` with the limits as literals.
+
+    Limits are resolved here (memory in bytes; a group's keys not given take the
+    defaults), so the code in the pod only takes the largest of each over a user's groups,
+    as :meth:`DaskSettings.limits_for` does.
+    """
+    groups = {
+        group: Limits.from_mapping(data, f"{dask.source}: dask.group_limits.{group}", dask.default_limits).to_json()
+        for group, data in sorted(dask.group_limits.items())
+    }
+
+    def literal(value: Any) -> str:
+        # JSON of numbers, strings, lists and dicts is a Python literal, one key a line.
+        return json.dumps(value, indent=4)
+
+    literals = [
+        "# Where the limits come from, for messages.",
+        f"SETTINGS_SOURCE = {_settings_source(settings)!r}",
+        "# What every user may take (dask.limits; memory in bytes).",
+        f"DEFAULT_LIMITS = {literal(dask.default_limits.to_json())}",
+        "# Members of these hub groups get the largest of each limit (dask.group_limits).",
+        f"GROUP_LIMITS = {literal(groups)}",
+        "# The CPU profiles' images; the default is the default profile's.",
+        f"IMAGES = {literal(images)}",
+        f"DEFAULT_IMAGE = {image!r}",
+    ]
+    return (
+        DASK_CONFIG_HEAD + "\n".join(literals) + "\n" + DASK_CONFIG_BODY
+        + "# Clusters nobody uses stop after dask.idle_timeout seconds (0: never).\n"
+        + f"c.KubeClusterConfig.idle_timeout = {dask.idle_timeout!r}\n"
+    )
 
 
 def dask_gateway_values(settings: Settings) -> dict[str, Any]:
-    """Values for the dask-gateway chart (2026.3.0), authenticating against the hub."""
+    """Values for the dask-gateway chart (2026.3.0), authenticating against the hub.
+
+    Empty when ``dask.enabled`` is false: then HubForge has no gateway, and the chart
+    is not installed (`generate` writes a file that says so).
+    """
+    dask = DaskSettings.from_settings(settings)
+    if not dask.enabled:
+        return {}
     profile_set = load_profiles(profile_files(settings))
     cpu_profiles = [p for p in profile_set.profiles if p.gpu is None or p.gpu.count == 0]
-    sizes = [s for s in _worker_sizes(profile_set) if s.cpu_limit and s.mem_limit]
-    if not cpu_profiles or not sizes:
-        raise ConfigError(
-            "dask-gateway values need a CPU profile open to every user, with CPU and memory limits"
-        )
+    if not cpu_profiles:
+        raise ConfigError("dask-gateway values need a CPU profile, for the schedulers' and workers' image")
     images = profile_images(cpu_profiles)
-    default = next((s for s in sizes if s.slug == profile_set.default.slug), sizes[0])
-    image = default.image if default.image in images else images[0]
-    options = DASK_OPTIONS_CONFIG.format(
-        images=images,
-        image=image,
-        cores=default.cpu_limit,
-        min_cores=min(s.cpu_limit for s in sizes),
-        max_cores=max(s.cpu_limit for s in sizes),
-        memory=default.mem_limit / GiB,
-        min_memory=min(s.mem_limit for s in sizes) / GiB,
-        max_memory=max(s.mem_limit for s in sizes) / GiB,
-        idle_timeout=settings.idle_timeout,
-    )
+    image = profile_set.default.image if profile_set.default.image in images else images[0]
+    # The cluster options' default worker (the options always set the size; these mirror them).
+    limits = dask.default_limits
+    worker_memory = min(2 * GiB, limits.worker_memory)
     return {
         "gateway": {
             "prefix": DASK_GATEWAY_PREFIX,
@@ -334,11 +550,11 @@ def dask_gateway_values(settings: Settings) -> dict[str, Any]:
             "backend": {
                 "image": _split_image(image),
                 "worker": {
-                    "cores": {"request": default.cpu_limit, "limit": default.cpu_limit},
-                    "memory": {"request": default.mem_limit, "limit": default.mem_limit},
+                    "cores": {"request": 1, "limit": 1},
+                    "memory": {"request": worker_memory, "limit": worker_memory},
                 },
             },
-            "extraConfig": {"hubforge-options": options},
+            "extraConfig": {"hubforge": dask_gateway_config(settings, dask, images, image)},
         },
         "traefik": {"service": {"type": "ClusterIP"}},
     }
@@ -386,12 +602,14 @@ def render(values: dict[str, Any], chart: str, version: str, sources: list[str])
 def generate(settings: Settings) -> dict[str, str]:
     """File name -> content of every file in ``helm-values/``."""
     sources = [_display_path(settings.resolve_path(p)) for p in settings.profiles]
-    sources.append(_display_path(Path(settings.source)) if settings.source else "the default settings")
+    sources.append(_settings_source(settings))
     builders = {"jupyterhub.yaml": jupyterhub_values, "dask-gateway.yaml": dask_gateway_values}
-    return {
-        name: render(builders[name](settings), chart, version, sources)
-        for name, (chart, version) in CHARTS.items()
-    }
+    files = {}
+    for name, (chart, version) in CHARTS.items():
+        values = builders[name](settings)
+        # A file for each chart even when it has no values, so --check still sees it.
+        files[name] = render(values, chart, version, sources) + ("" if values else NO_VALUES[name])
+    return files
 
 
 def stale_files(settings: Settings, output_dir: str | Path) -> list[Path]:

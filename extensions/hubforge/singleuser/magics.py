@@ -12,6 +12,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from ..dask.magics import DaskMagics
 from ..data.magics import DataMagics
 from .info import ServerInfo, server_info
 
@@ -47,4 +48,4 @@ class HubForgeMagics(Magics):
         return ServerInfo(info)
 
 
-MAGICS: list[type[Magics]] = [HubForgeMagics, DataMagics]
+MAGICS: list[type[Magics]] = [HubForgeMagics, DataMagics, DaskMagics]
