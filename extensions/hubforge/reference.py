@@ -43,6 +43,7 @@ def _hubforge_traits(cls):
 
 
 def settings_reference() -> str:
+    from .dask.settings import DaskSettings
     from .settings import Settings
     from .spawners.containers import ContainerSpawner
     from .spawners.kubernetes import HubForgeKubeSpawner
@@ -56,6 +57,9 @@ def settings_reference() -> str:
     ]
     lines += _describe(Settings, "Platform settings (`hub_config/hubforge.yaml`)",
                        "Keys of the settings file; also `c.Settings.<key>` in `jupyterhub_config.py`.")
+    lines += _describe(DaskSettings, "Dask gateway (`dask:` in `hubforge.yaml`)",
+                       "Keys of the `dask:` section; see docs/dask.md. Example: "
+                       "`dask: {idle_timeout: 600, limits: {max_workers: 4}}`.")
     lines += _describe(_hubforge_traits(LocalSpawner), "Local spawner (`c.LocalSpawner.<name>`)",
                        "HubForge's additions to JupyterHub's `LocalProcessSpawner`; every "
                        "`Spawner` option of JupyterHub applies too.")

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import shutil
@@ -303,23 +304,37 @@ class HubForgeLocalBackend(LocalBackend):
             await asyncio.get_running_loop().run_in_executor(None, self.launcher.warm)
 
     def sweep_cgroups(self) -> None:
-        """Kill and remove control groups a previous run of this gateway left behind."""
+        """Kill and remove control groups a previous run of this gateway left behind,
+        and remove empty ones other gateways left (never another's live processes)."""
         if not self.cgroup_prefix or not self.cgroups.available:
             return
         for parent in self.cgroups.paths("x"):
             parent = Path(parent).parent
             if not parent.is_dir():
                 continue
-            for group in parent.glob(f"{self.cgroup_prefix}-*"):
+            for group in parent.glob("dask-*"):
                 key = group.name
-                left = self.cgroups.kill_and_remove(self.cgroups.paths(key))
-                self.log.warning("removed the leftover cluster control group %s%s", key,
-                                 f" ({len(left)} processes would not die)" if left else "")
+                if key.startswith(f"{self.cgroup_prefix}-"):
+                    left = self.cgroups.kill_and_remove(self.cgroups.paths(key))
+                    self.log.warning("removed the leftover cluster control group %s%s", key,
+                                     f" ({len(left)} processes would not die)" if left else "")
+                elif not self.cgroups.pids(self.cgroups.paths(key)):
+                    # another gateway's, empty: its gateway was killed before removing it
+                    for path in self.cgroups.paths(key):
+                        with contextlib.suppress(OSError):
+                            os.rmdir(path)
 
     async def do_start_cluster(self, cluster):
         groups = self.make_cgroups(cluster)
-        async for state in super().do_start_cluster(cluster):
-            yield {**state, "cgroups": groups}
+        started = False
+        try:
+            async for state in super().do_start_cluster(cluster):
+                started = True
+                yield {**state, "cgroups": groups}
+        except BaseException:
+            if groups and not started:  # not in the cluster's state yet: nobody else removes them
+                self.cgroups.kill_and_remove(groups)
+            raise
 
     def log_failure(self, cluster) -> None:
         """Put the end of a failed cluster's process logs in the gateway's log.
