@@ -307,7 +307,7 @@ def version_differences(client_versions: dict, cluster_versions: dict) -> list[s
     lines = []
     for role in ("scheduler", "workers"):
         theirs = cluster_versions.get(role)
-        items = theirs.items() if role == "workers" else [("scheduler", theirs)]
+        items = (theirs or {}).items() if role == "workers" else [("scheduler", theirs)]
         for who, versions in items:
             if not versions:
                 continue
@@ -315,8 +315,8 @@ def version_differences(client_versions: dict, cluster_versions: dict) -> list[s
             for pkg in CHECKED_PACKAGES:
                 mine = client_versions.get(pkg)
                 other = packages.get(pkg)
-                if pkg == "python":
-                    mine, other = (mine or "").rsplit(".", 1)[0], (other or "").rsplit(".", 1)[0]
+                if pkg == "python":  # major.minor: "3.11.2.final.0" and "3.11.9" agree
+                    mine, other = (".".join((v or "").split(".")[:2]) for v in (mine, other))
                 if mine and other and mine != other:
                     where = "the scheduler" if role == "scheduler" else f"worker {who}"
                     lines.append(f"{pkg}: this kernel has {mine}, {where} has {other}")

@@ -168,6 +168,11 @@ class HubForgeLocalBackend(LocalBackend):
         memory_bytes = int((memory or min(2.0, limits.worker_memory / GiB)) * GiB)
         if isinstance(cores, (int, float)) and cores > 0:
             max_workers, reason = limits.max_workers_for(cores, memory_bytes)
+            minimum, maximum = request.get("adapt_minimum"), request.get("adapt_maximum")
+            if isinstance(minimum, int) and minimum and not maximum:
+                raise PublicException("adapt_minimum needs adapt_maximum (adaptive scaling between the two)")
+            if isinstance(minimum, int) and isinstance(maximum, int) and maximum and minimum > maximum:
+                raise PublicException(f"adapt_minimum {minimum} is more than adapt_maximum {maximum}")
             for key in ("workers", "adapt_maximum", "adapt_minimum"):
                 _bounded(request.get(key), max_workers,
                          f"{key}={request.get(key)} is over your limit of {max_workers} workers "

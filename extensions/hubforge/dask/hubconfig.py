@@ -49,8 +49,7 @@ def isolation_for(settings) -> str:
     return "shared"
 
 
-def gateway_config(settings, dask: DaskSettings, *, data_dir: Path, ports: dict[str, int],
-                   service_prefix: str) -> dict:
+def gateway_config(settings, dask: DaskSettings, *, data_dir: Path, ports: dict[str, int]) -> dict:
     """The gateway's traitlets configuration (JSON-able), from the platform settings.
 
     `ports` holds ``api`` (dask-gateway's private API), ``http`` and ``tcp`` (its proxy).
@@ -101,7 +100,7 @@ def configure_dask_service(c, settings, services: list, roles: list) -> None:
     base = urlparse(settings.bind_url).path or "/"
     prefix = f"{base}services/{SERVICE_NAME}/"
     ports = {"front": free_port(), "api": free_port(), "http": free_port(), "tcp": free_port()}
-    config = gateway_config(settings, dask, data_dir=data_dir, ports=ports, service_prefix=prefix)
+    config = gateway_config(settings, dask, data_dir=data_dir, ports=ports)
     services.append({
         "name": SERVICE_NAME,
         "url": f"http://127.0.0.1:{ports['front']}",

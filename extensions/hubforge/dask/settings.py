@@ -22,6 +22,7 @@ the widget. :func:`limits_for` resolves a user's limits from their groups.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 
@@ -38,8 +39,8 @@ def parse_memory(value, where: str = "memory") -> int:
     if isinstance(value, bool):
         raise SettingsError(f"{where}: expected a size like '4 G', got {value!r}")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise SettingsError(f"{where}: a size cannot be negative, got {value!r}")
+        if value < 0 or not math.isfinite(value):
+            raise SettingsError(f"{where}: a size must be a finite number >= 0, got {value!r}")
         return int(value)
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)i?B?\s*", str(value), re.IGNORECASE)
     if not m:
@@ -86,7 +87,7 @@ class Limits:
                     raise SettingsError(f"{where}.{key}: expected a whole number, got {value!r}")
                 values[key] = int(value) if key in ("max_clusters", "max_workers") else float(value)
         limits = cls(**values)
-        if limits.worker_cores > limits.max_cores and limits.max_cores:
+        if limits.worker_cores > limits.max_cores:
             raise SettingsError(
                 f"{where}: worker_cores {limits.worker_cores:g} is more than max_cores {limits.max_cores:g}"
             )
@@ -199,7 +200,8 @@ class DaskSettings(Configurable):
         obj = cls(source=source)
         for key in ("limits", "group_limits"):
             data.setdefault(key, {})
-        for key, value in data.items():
+        # limits first: group limits are checked against them
+        for key, value in sorted(data.items(), key=lambda kv: kv[0] == "group_limits"):
             try:
                 setattr(obj, key, value)
             except SettingsError:
