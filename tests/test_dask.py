@@ -77,6 +77,12 @@ def test_cluster_computes_as_the_user_and_leaves_nothing_behind(hub, dask_user):
         assert uids == {account.pw_uid}, (uids, account)
         pids = cluster_pids(client)
         assert len(pids) == 3
+        from hubforge.spawners.cgroups import CgroupManager
+
+        if CgroupManager().available:  # as root: every process in the cluster's control group
+            for pid in pids:
+                assert "hubforge/dask-" in Path(f"/proc/{pid}/cgroup").read_text() and name in \
+                    Path(f"/proc/{pid}/cgroup").read_text()
 
         listed = {c["name"]: c for c in hd.list_clusters(gateway_kwargs=kw)}
         assert listed[name]["workers"] == 2 or listed[name]["workers_requested"] == 2
@@ -88,9 +94,13 @@ def test_cluster_computes_as_the_user_and_leaves_nothing_behind(hub, dask_user):
         hd.shutdown(name, gateway_kwargs=kw)
     wait_for(lambda: not any(alive(p) for p in pids), 30, what="cluster processes gone")
     assert name not in names(hd.list_clusters(gateway_kwargs=kw))
-    groups = list(Path("/sys/fs/cgroup").glob(f"*/hubforge/dask-*-{name}")) + list(
-        Path("/sys/fs/cgroup").glob(f"hubforge/dask-*-{name}"))
-    assert groups == []
+
+    def groups():
+        root = Path("/sys/fs/cgroup")
+        return list(root.glob(f"*/hubforge/dask-*-{name}")) + list(root.glob(f"hubforge/dask-*-{name}"))
+
+    # the control group goes right after the processes (cgroups need root; none otherwise)
+    wait_for(lambda: groups() == [], 30, what="the cluster's control groups removed")
 
 
 def test_reconnect_from_a_new_client_and_scale(dask_user):
