@@ -619,3 +619,61 @@ def test_inconsistent_adaptive_bounds_are_refused(backend, request_, message):
     with pytest.raises(PublicException, match=message):
         backend.check_request(ALICE, request_)
     backend.check_request(ALICE, {"adapt_minimum": 2, "adapt_maximum": 4})
+
+
+# --- mode containers --------------------------------------------------------------------
+
+
+@pytest.fixture
+def container_backend():
+    from hubforge.dask.backend import HubForgeContainerBackend
+
+    backend = HubForgeContainerBackend(
+        dask_settings=LIMITS, settings_source="x.yaml", images=["hubforge/cpu:2026.11", "hubforge/cpu:2026.08"],
+        gateway_tag="t4g", home_volume_template="home-{username}",
+    )
+    backend.api_url = "http://127.0.0.1:9/api"
+    return backend
+
+
+async def test_container_clusters_run_the_chosen_image_without_secrets_on_the_command_line(container_backend, tmp_path):
+    from dask_gateway_server.backends.base import PublicException
+
+    assert container_backend.launcher is None and container_backend.run_as("alice") is None
+    spec = container_backend.cluster_options_for(ALICE).get_specification()
+    image = next(f for f in spec if f["field"] == "image")
+    assert image["spec"]["options"] == ["hubforge/cpu:2026.11", "hubforge/cpu:2026.08"]
+    assert image["default"] == "hubforge/cpu:2026.11"
+    with pytest.raises(PublicException, match="not a valid option for image"):
+        await container_backend.process_cluster_options(ALICE, {"image": "evil/miner:latest"})
+
+    cluster = await fake_cluster(container_backend, tmp_path, {"workers": 2, "worker_cores": 2,
+                                                                 "worker_memory": 1.5, "image": "hubforge/cpu:2026.08"})
+    cert = tmp_path / "dask.crt"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n")
+    env = {**container_backend.get_worker_env(cluster), "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(cert)}
+    values = container_backend.container_env(env)
+    assert values["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"].startswith("-----BEGIN CERTIFICATE-----")
+    assert values["DASK_GATEWAY_API_TOKEN"] == "cluster-token"
+    assert not {"PATH", "HOME", "USER", "VIRTUAL_ENV"} & set(values)  # the image's own, not the hub's
+
+    argv = container_backend.get_worker_command(cluster, "w1")[2:]
+    cmd = container_backend.container_command(cluster, "worker", "worker-w1", argv, values)
+    joined = " ".join(cmd)
+    assert "cluster-token" not in joined and "BEGIN" not in joined
+    assert cmd[cmd.index("--env", cmd.index("--workdir")) + 1] in values
+    assert "--network=host" in cmd and "--cpus=2" in cmd and f"--memory={int(1.5 * 2**30)}" in cmd
+    assert "home-alice:/home/jovyan" in cmd
+    assert "hubforge.dask.cluster=c0ffee" in cmd and "hubforge.dask.gateway=t4g" in cmd
+    i = cmd.index("hubforge/cpu:2026.08")
+    assert cmd[i + 1:i + 3] == ["dask", "worker"] and cmd[-1] == "--no-nanny"
+
+
+def test_container_servers_send_their_image():
+    class ContainerSpawner:  # the name is what origin_options looks at
+        name = "gpu"
+        resolved = SimpleNamespace(image="hubforge/gpu:2026.11")
+
+    assert ast.literal_eval(origin_options(ContainerSpawner())) == {"origin": "server:gpu", "image": "hubforge/gpu:2026.11"}
+    local = SimpleNamespace(name="", resolved=SimpleNamespace(image="x"))
+    assert ast.literal_eval(origin_options(local)) == {"origin": "server:"}

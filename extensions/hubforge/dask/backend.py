@@ -34,8 +34,8 @@ from pathlib import Path
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import JobStatus
 from dask_gateway_server.backends.local import LocalBackend, LocalClusterConfig
-from dask_gateway_server.options import Float, Integer, Options, String
-from traitlets import Bool, Dict, Enum, Integer as IntegerTrait, Type, Unicode, default
+from dask_gateway_server.options import Float, Integer, Options, Select, String
+from traitlets import Bool, Dict, Enum, Integer as IntegerTrait, List, Type, Unicode, default
 
 from ..spawners.cgroups import CgroupManager
 from ..spawners.local import system_user_name
@@ -56,6 +56,7 @@ class HubForgeClusterConfig(LocalClusterConfig):
     adapt_maximum = IntegerTrait(0, help="Adaptive scaling's maximum at start (0: not adaptive).", config=True)
     origin = Unicode("", help="Which notebook server started the cluster: 'server:<name>'.", config=True)
     max_workers_reason = Unicode("", help="The limit that bounds the cluster's workers, in words.", config=True)
+    image = Unicode("", help="The container image schedulers and workers run (mode containers).", config=True)
 
 
 def _bounded(value, bound: float, message: str) -> None:
@@ -128,6 +129,7 @@ class HubForgeLocalBackend(LocalBackend):
                 "idle_timeout": settings.idle_timeout,
                 "origin": options.origin,
             }
+            config.update(self.extra_config(options))
             if options.adapt_maximum:
                 config["adapt_minimum"] = options.adapt_minimum
                 config["adapt_maximum"] = options.adapt_maximum
@@ -144,8 +146,17 @@ class HubForgeLocalBackend(LocalBackend):
             Float("worker_memory", default=min(2.0, memory_max), min=0.25, max=memory_max,
                   label="Memory per worker (GiB)"),
             String("origin", default="", label="Started by (server:<name>)"),
+            *self.extra_option_fields(),
             handler=handler,
         )
+
+    def extra_option_fields(self) -> list:
+        """Cluster options a subclass adds (the container backend: the image)."""
+        return []
+
+    def extra_config(self, options) -> dict:
+        """Cluster configuration a subclass derives from its extra options."""
+        return {}
 
     @default("cluster_options")
     def _default_cluster_options(self):
@@ -374,3 +385,123 @@ class HubForgeLocalBackend(LocalBackend):
         # The workers' spill directories belong to the user; remove them as root.
         if os.path.exists(workdir):
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+class HubForgeContainerBackend(HubForgeLocalBackend):
+    """Mode `containers`: each scheduler and worker is a container from the user's image.
+
+    The same processes as `HubForgeLocalBackend` (dask-gateway's commands and
+    environment, the limits, the origin), but started as ``podman run --rm`` of the
+    image the user's server runs (cluster option ``image``, one of the profiles' images;
+    every server's environment sends its own), with host networking on 127.0.0.1, the
+    user's home volume at the same place as in their server, ``--cpus``/``--memory`` from
+    the worker size, and the image's own user. So a cluster has exactly the packages the
+    notebook has. The TLS certificate and key reach the container as environment values
+    (distributed accepts PEM contents there), passed by name from podman's own
+    environment, never on a command line. The gateway watches the ``podman run`` client
+    process (it forwards signals to the container and exits with it); stopping a cluster
+    also removes any container left with its label.
+    """
+
+    images = List(Unicode(), help="Images a cluster may run: the profiles' images; the first is the default.",
+                  config=True)
+    engine_command = Unicode("podman", help="The container engine's command.", config=True)
+    home_volume_template = Unicode("hubforge-home-{username}", help="The container spawner's home volume name.",
+                                   config=True)
+    home_mount = Unicode("/home/jovyan", help="Where the home volume is mounted in the container.", config=True)
+    label_prefix = Unicode("hubforge.dask", help="Prefix of the labels put on cluster containers.", config=True)
+    gateway_tag = Unicode("", help="Labels this gateway's containers, so a restart removes only its own.",
+                          config=True)
+
+    @default("fork")
+    def _default_fork(self):
+        return False
+
+    def extra_option_fields(self) -> list:
+        images = list(self.images) or ["hubforge/cpu:latest"]
+        return [Select("image", images, default=images[0], label="Image")]
+
+    def extra_config(self, options) -> dict:
+        return {"image": options.image}
+
+    def run_as(self, username: str) -> RunAs | None:
+        return None  # containers run as their image's user
+
+    def container_env(self, env: dict[str, str]) -> dict[str, str]:
+        """What the container gets: dask-gateway's and HubForge's variables, TLS as contents."""
+        out = {}
+        for key, value in env.items():
+            if not key.startswith(("DASK_", "HUBFORGE_DASK_")):
+                continue
+            if key.startswith("DASK_DISTRIBUTED__COMM__TLS__") and os.path.isfile(value):
+                with open(value) as f:
+                    value = f.read()
+            out[key] = value
+        return out
+
+    def container_command(self, cluster, role: str, name: str, argv: list[str], env: dict[str, str]) -> list[str]:
+        """The ``podman run`` command line (no values of secrets: ``-e NAME`` only)."""
+        from ..spawners.container_objects import home_volume_name
+
+        config = cluster.config
+        if role == "worker":
+            cores, memory = config.get("worker_cores") or 1, config.get("worker_memory") or GiB
+        else:
+            cores, memory = SCHEDULER_CORES, SCHEDULER_MEMORY
+        cmd = [
+            self.engine_command, "run", "--rm", "--pull=never", "--network=host",
+            "--name", f"hubforge-dask-{cluster.name}-{name}",
+            "--label", f"{self.label_prefix}.cluster={cluster.name}",
+            "--label", f"{self.label_prefix}.gateway={self.gateway_tag}",
+            "--label", f"{self.label_prefix}.user={cluster.username}",
+            f"--cpus={cores:g}", f"--memory={int(memory)}",
+            "--volume", f"{home_volume_name(cluster.username, self.home_volume_template)}:{self.home_mount}",
+            "--workdir", self.home_mount,
+        ]
+        for key in sorted(env):
+            cmd += ["--env", key]
+        return cmd + [config.get("image") or self.images[0], "dask", role, *argv]
+
+    async def start_process(self, cluster, cmd, env, name):
+        from ..podman import podman_env
+
+        role = "scheduler" if name == "scheduler" else "worker"
+        prefix = cluster.config.get(f"{role}_cmd") or []
+        values = self.container_env(env)
+        command = self.container_command(cluster, role, name, list(cmd[len(prefix):]), values)
+        log_path = os.path.join(self.get_logs_directory(cluster.state["workdir"]), name + ".log")
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command, env={**podman_env(), **values}, start_new_session=True,
+                stdin=asyncio.subprocess.DEVNULL, stdout=fd, stderr=asyncio.subprocess.STDOUT,
+            )
+        finally:
+            os.close(fd)
+        return proc.pid
+
+    async def remove_containers(self, label: str) -> None:
+        from ..podman import podman_env
+
+        async def run(*args):
+            proc = await asyncio.create_subprocess_exec(
+                self.engine_command, *args, env=podman_env(),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            out, _ = await proc.communicate()
+            return out.decode().split()
+
+        ids = await run("ps", "-aq", "--filter", f"label={label}")
+        if ids:
+            await run("rm", "-f", "-t", "0", *ids)
+            self.log.info("removed %d container(s) labelled %s", len(ids), label)
+
+    async def do_stop_cluster(self, cluster):
+        try:
+            await super().do_stop_cluster(cluster)
+        finally:
+            await self.remove_containers(f"{self.label_prefix}.cluster={cluster.name}")
+
+    async def do_setup(self):
+        await super().do_setup()
+        if self.gateway_tag:
+            await self.remove_containers(f"{self.label_prefix}.gateway={self.gateway_tag}")

@@ -37,8 +37,13 @@ SERVICE_SCOPES = ["list:users", "read:users:name", "read:servers"]
 
 
 def origin_options(spawner) -> str:
-    """``DASK_GATEWAY__CLUSTER__OPTIONS`` for a server: its clusters record it as origin."""
-    return repr({"origin": f"server:{spawner.name}"})
+    """``DASK_GATEWAY__CLUSTER__OPTIONS`` for a server: its clusters record it as origin,
+    and in mode `containers` run the server's own image."""
+    options = {"origin": f"server:{spawner.name}"}
+    image = getattr(getattr(spawner, "resolved", None), "image", None)
+    if image and type(spawner).__name__ == "ContainerSpawner":
+        options["image"] = image
+    return repr(options)
 
 
 def isolation_for(settings) -> str:
@@ -49,17 +54,19 @@ def isolation_for(settings) -> str:
     return "shared"
 
 
-def gateway_config(settings, dask: DaskSettings, *, data_dir: Path, ports: dict[str, int]) -> dict:
+def gateway_config(settings, dask: DaskSettings, *, data_dir: Path, ports: dict[str, int],
+                   images: list[str] | None = None) -> dict:
     """The gateway's traitlets configuration (JSON-able), from the platform settings.
 
-    `ports` holds ``api`` (dask-gateway's private API), ``http`` and ``tcp`` (its proxy).
-    A pure function, tested directly.
+    `ports` holds ``api`` (dask-gateway's private API), ``http`` and ``tcp`` (its proxy);
+    `images` the profiles' images (mode `containers`: what clusters may run, the first
+    the default). A pure function, tested directly.
     """
     dask_bin = Path(sys.executable).with_name("dask")
     dask_cmd = [str(dask_bin)] if dask_bin.exists() else [sys.executable, "-m", "dask"]
     tag = hashlib.sha256(str(data_dir).encode()).hexdigest()[:8]
     local = settings.local or {}
-    return {
+    config = {
         "HubForgeGateway": {
             "address": f"127.0.0.1:{ports['api']}",
             "reconcile_period": dask.reconcile_period,
@@ -87,6 +94,19 @@ def gateway_config(settings, dask: DaskSettings, *, data_dir: Path, ports: dict[
         },
         "HubForgeAuthenticator": {"jupyterhub_service_name": SERVICE_NAME},
     }
+    if settings.mode == "containers":
+        config["HubForgeGateway"]["backend_class"] = "hubforge.dask.backend.HubForgeContainerBackend"
+        containers = settings.containers or {}
+        config["HubForgeContainerBackend"] = {
+            "images": images or [],
+            "engine_command": "podman" if containers.get("engine", "auto") in ("auto", "podman") else "docker",
+            "gateway_tag": tag,
+            "isolation": "shared",
+            "cgroup_prefix": "",
+        }
+        if containers.get("home_volume_template"):
+            config["HubForgeContainerBackend"]["home_volume_template"] = containers["home_volume_template"]
+    return config
 
 
 def configure_dask_service(c, settings, services: list, roles: list) -> None:
@@ -100,7 +120,13 @@ def configure_dask_service(c, settings, services: list, roles: list) -> None:
     base = urlparse(settings.bind_url).path or "/"
     prefix = f"{base}services/{SERVICE_NAME}/"
     ports = {"front": free_port(), "api": free_port(), "http": free_port(), "tcp": free_port()}
-    config = gateway_config(settings, dask, data_dir=data_dir, ports=ports)
+    images = None
+    if settings.mode == "containers":
+        from ..helm.values import profile_images
+        from ..profiles import load_profiles
+
+        images = profile_images(load_profiles([str(settings.resolve_path(p)) for p in settings.profiles]).profiles)
+    config = gateway_config(settings, dask, data_dir=data_dir, ports=ports, images=images)
     services.append({
         "name": SERVICE_NAME,
         "url": f"http://127.0.0.1:{ports['front']}",
