@@ -323,3 +323,45 @@ def test_group_limits_widen_the_defaults(small_hub):
             hd.cluster(worker_memory=0.25, gateway_kwargs=big)
     finally:
         hd.shutdown(all=True, gateway_kwargs=big)
+
+
+# --- dask-gateway's own server (what the Helm chart runs on Kubernetes) -------------------
+
+
+def test_the_api_falls_back_on_dask_gateways_own_server(tmp_path):
+    import subprocess
+    import sys
+
+    from dask_gateway.auth import BasicAuth
+    from hubprocess import free_port
+
+    api, http, tcp = free_port(), free_port(), free_port()
+    dask_cmd = [str(Path(sys.executable).with_name("dask"))]
+    (tmp_path / "config.py").write_text(f"""
+c.DaskGateway.address = "127.0.0.1:{api}"
+c.Proxy.address = "127.0.0.1:{http}"
+c.Proxy.tcp_address = "127.0.0.1:{tcp}"
+c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
+c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
+c.ClusterConfig.scheduler_cmd = {dask_cmd + ["scheduler"]!r}
+c.ClusterConfig.worker_cmd = {dask_cmd + ["worker"]!r}
+""")
+    server = subprocess.Popen([str(Path(sys.executable).with_name("dask-gateway-server")), "-f", "config.py"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    kw = {"address": f"http://127.0.0.1:{http}", "proxy_address": f"gateway://127.0.0.1:{tcp}",
+          "auth": BasicAuth("plain", "x")}
+    try:
+        wait_for(lambda: requests.get(f"{kw['address']}/api/health", timeout=2).ok, 30, what="dask-gateway-server")
+        assert hd.list_clusters(gateway_kwargs=kw) == []
+        name = hd.gateway(**kw).submit()
+        listed = hd.list_clusters(gateway_kwargs=kw)
+        assert [c["name"] for c in listed] == [name] and listed[0]["status"] in ("PENDING", "RUNNING")
+        assert hd.limits(gateway_kwargs=kw)["max_clusters"] is None
+        with pytest.raises(hd.DaskError, match="cannot list everyone's clusters"):
+            hd.list_clusters(all_users=True, gateway_kwargs=kw)
+        assert hd.shutdown(all=True, gateway_kwargs=kw) == [name]
+        wait_for(lambda: hd.list_clusters(gateway_kwargs=kw) == [], 60, what="cluster stopped")
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -152,6 +152,8 @@ def _call(gw, fn, *args, **kwargs):
 
     try:
         return gw.sync(fn, *args, **kwargs) if gw is not None else fn(*args, **kwargs)
+    except _NoHubForgeRoutes:
+        raise
     except (ValueError, GatewayClusterError, GatewayServerError) as e:
         raise _translate(e) from None
     except ClientResponseError as e:
@@ -214,9 +216,35 @@ def connect(name: str, *, check: bool = True, gateway_kwargs: dict | None = None
     return client
 
 
+class _NoHubForgeRoutes(Exception):
+    """The gateway is dask-gateway's own (the Helm chart's, on Kubernetes), not HubForge's."""
+
+
 async def _hubforge_json(gw, method: str, path: str) -> dict:
-    resp = await gw._request(method, f"{gw.address}/api/v1/hubforge/{path}")
+    try:
+        resp = await gw._request(method, f"{gw.address}/api/v1/hubforge/{path}")
+    except ValueError as e:
+        if "404" in str(e) or "Not Found" in str(e):
+            raise _NoHubForgeRoutes() from None
+        raise
     return await resp.json()
+
+
+def _reports(gw) -> list[dict]:
+    """dask-gateway's own listing, in `list_clusters`' shape (what is unknown is None)."""
+    out = []
+    for r in _call(None, gw.list_clusters):
+        options = dict(r.options or {})
+        out.append({
+            "name": r.name, "user": os.environ.get("JUPYTERHUB_USER"), "status": r.status.name,
+            "origin": options.get("origin", ""), "options": options, "workers": None,
+            "workers_requested": None, "worker_cores": options.get("worker_cores"),
+            "worker_memory": int(options["worker_memory"] * 2**30) if options.get("worker_memory") else None,
+            "max_workers": None, "adaptive": bool(options.get("adapt_maximum")),
+            "dashboard_link": r.dashboard_link,
+            "start_time": r.start_time.timestamp() * 1000 if r.start_time else None,
+        })
+    return out
 
 
 def disconnect(client) -> None:
@@ -239,7 +267,13 @@ def list_clusters(all_users: bool = False, *, gateway_kwargs: dict | None = None
     worker_cores, worker_memory, max_workers, adaptive, origin, dashboard_link.
     """
     gw = gateway(**(gateway_kwargs or {}))
-    data = _call(gw, _hubforge_json, gw, "GET", "clusters?all=1" if all_users else "clusters")
+    try:
+        data = _call(gw, _hubforge_json, gw, "GET", "clusters?all=1" if all_users else "clusters")
+    except _NoHubForgeRoutes:
+        if all_users:
+            raise DaskError("this gateway (dask-gateway's own, as on Kubernetes) cannot list "
+                            "everyone's clusters; use the gateway's admin tools") from None
+        return _reports(gw)
     out = []
     for c in sorted(data["clusters"], key=lambda c: c.get("start_time") or 0):
         route = c.pop("dashboard_route", None)
@@ -252,7 +286,15 @@ def limits(*, gateway_kwargs: dict | None = None) -> dict:
     """What you may take: max_clusters, per-cluster max_workers/max_cores/max_memory
     (bytes), and the largest worker (worker_cores, worker_memory in bytes)."""
     gw = gateway(**(gateway_kwargs or {}))
-    return _call(gw, _hubforge_json, gw, "GET", "limits")["limits"]
+    try:
+        return _call(gw, _hubforge_json, gw, "GET", "limits")["limits"]
+    except _NoHubForgeRoutes:  # dask-gateway's own gateway: what its options' bounds say
+        fields = _call(None, gw.cluster_options)._fields
+        bound = lambda name: getattr(fields.get(name), "max", None)  # noqa: E731
+        memory = bound("worker_memory")
+        return {"max_clusters": None, "max_workers": bound("workers"), "max_cores": None,
+                "max_memory": None, "worker_cores": bound("worker_cores"),
+                "worker_memory": int(memory * 2**30) if memory else None}
 
 
 def options(**kwargs):
@@ -295,8 +337,14 @@ def shutdown(target=None, *, all: bool = False, gateway_kwargs: dict | None = No
     if all:
         from urllib.parse import quote
 
-        user = os.environ.get("JUPYTERHUB_USER") or _call(gw, _hubforge_json, gw, "GET", "limits")["user"]
-        return _call(gw, _hubforge_json, gw, "DELETE", f"users/{quote(user, safe='')}/clusters")["stopped"]
+        try:
+            user = os.environ.get("JUPYTERHUB_USER") or _call(gw, _hubforge_json, gw, "GET", "limits")["user"]
+            return _call(gw, _hubforge_json, gw, "DELETE", f"users/{quote(user, safe='')}/clusters")["stopped"]
+        except _NoHubForgeRoutes:  # dask-gateway's own gateway: one by one
+            names = [r["name"] for r in _reports(gw)]
+            for name in names:
+                _call(gw, gw._stop_cluster, name)
+            return names
     name = _name(target)
     _call(gw, gw._stop_cluster, name)
     return [name]
