@@ -107,3 +107,15 @@ def dask_user(hub, admin_token):
     import hubforge.dask as hd
 
     hd.shutdown(all=True, gateway_kwargs=kwargs)
+
+
+@pytest.fixture
+def shell(tmp_path, monkeypatch):
+    """A real IPython shell with its own profile directory and no history database."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    ip = InteractiveShell.instance(config=Config({"HistoryManager": {"enabled": False}}))
+    yield ip
+    InteractiveShell.clear_instance()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from hubprocess import Browserless, HubProcess, wait_for
-from test_containers import cpu_image, needs_podman, podman  # noqa: F401  (cpu_image is a fixture)
+from hubprocess import wait_for
+from test_containers import chub, cpu_image, needs_podman, podman  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
 
@@ -23,29 +23,12 @@ def dask_containers(cluster: str) -> list[str]:
     return out.stdout.split()
 
 
-@pytest.fixture(scope="module")
-def dhub(tmp_path_factory, cpu_image):  # noqa: F811
-    hub = HubProcess(
-        tmp_path_factory.mktemp("dhub"),
-        mode="containers",
-        gpus="none",
-        containers={"engine": "podman", "pull_policy": "never"},
-    )
-    try:
-        hub.start()
-        Browserless(hub).signup("admin", "containers-admin-pass-2")
-        hub.admin = hub.token("admin")
-        yield hub
-    finally:
-        hub.stop()
-
-
 @needs_podman
-def test_cluster_runs_in_containers_of_the_image(dhub, cpu_image):  # noqa: F811
+def test_cluster_runs_in_containers_of_the_image(chub):  # noqa: F811
     from dask_gateway.auth import JupyterHubAuth
 
-    token = dhub.make_user(dhub.admin, "dctest")
-    info = dhub.request("GET", "/services/dask-gateway", token).json()["info"]
+    token = chub.make_user(chub.admin, "dctest")
+    info = chub.request("GET", "/services/dask-gateway", token).json()["info"]
     kw = {"address": info["address"], "proxy_address": info["proxy_address"],
           "auth": JupyterHubAuth(api_token=token)}
     # the image option is what every container server's environment sends
@@ -61,7 +44,8 @@ def test_cluster_runs_in_containers_of_the_image(dhub, cpu_image):  # noqa: F811
         assert os.path.exists(MARKER) is False  # and the test itself does not run in one
         import dask.array as da
 
-        assert da.arange(100_000, chunks=10_000).sum().compute() == 99_999 * 100_000 // 2
+        total = client.compute(da.arange(100_000, chunks=10_000).sum()).result()
+        assert total == 99_999 * 100_000 // 2
         assert len(dask_containers(name)) == 3
         # secrets are passed by name, never on the command line
         inspect = podman("inspect", "--format", "{{json .Config.CreateCommand}}", f"hubforge-dask-{name}-scheduler")

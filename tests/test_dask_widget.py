@@ -185,20 +185,9 @@ def test_widget_choosing_a_cluster_that_just_stopped(make_widget, gateway_kwargs
 
 
 @pytest.fixture
-def ipython(tmp_path, monkeypatch):
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    ip = InteractiveShell.instance(config=Config({"HistoryManager": {"enabled": False}}))
-    yield ip
-    InteractiveShell.clear_instance()
-
-
-@pytest.fixture
-def shell(ipython, gateway_kwargs):
+def shell(shell, gateway_kwargs):
     """A shell whose ``%dask`` talks to the session hub's gateway as the Dask user."""
-    ip = ipython
+    ip = shell
     ip.register_magics(DaskMagics(shell=ip, gateway_kwargs=gateway_kwargs))
     yield ip
     client = ip.user_ns.pop("client", None)
@@ -246,13 +235,13 @@ def test_magic_refusals_are_usage_errors(shell):
         shell.run_line_magic("dask", "scale no-such-cluster 1")
 
 
-def test_magic_help_prints_usage(ipython, capsys):
+def test_magic_help_prints_usage(shell, capsys):
     # No hub: help is printed before anything talks to a gateway.
-    ipython.register_magics(DaskMagics)
+    shell.register_magics(DaskMagics)
     for line in ("--help", "", "-h"):
-        assert ipython.run_line_magic("dask", line) is None
+        assert shell.run_line_magic("dask", line) is None
         assert capsys.readouterr().out == USAGE
-    assert ipython.run_line_magic("dask", "stop --help") is None
+    assert shell.run_line_magic("dask", "stop --help") is None
     assert "usage: %dask stop [-h] [--all] [NAME]" in capsys.readouterr().out
 
 

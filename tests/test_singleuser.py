@@ -273,17 +273,6 @@ def test_magic_loaded_by_default_in_kernel(tmp_path, monkeypatch, user_config):
 # --- magic and extension in this process -------------------------------------
 
 
-@pytest.fixture
-def shell(tmp_path, monkeypatch):
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    ip = InteractiveShell.instance(config=Config({"HistoryManager": {"enabled": False}}))
-    yield ip
-    InteractiveShell.clear_instance()
-
-
 def test_magic_reprs_and_unload(hub_env, shell):
     shell.run_line_magic("load_ext", "hubforge.singleuser")
     shown = shell.run_line_magic("hubforge", "")
