@@ -9,6 +9,7 @@ or control group left behind).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import tempfile
@@ -77,6 +78,8 @@ def test_cluster_computes_as_the_user_and_leaves_nothing_behind(hub, dask_user):
         assert uids == {account.pw_uid}, (uids, account)
         pids = cluster_pids(client)
         assert len(pids) == 3
+        # forked, but named for what they are in ps and top
+        assert {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids} == {"dask-scheduler", "dask-worker"}
         from hubforge.spawners.cgroups import CgroupManager
 
         if CgroupManager().available:  # as root: every process in the cluster's control group
@@ -196,6 +199,26 @@ def test_only_the_owner_and_admins_reach_a_cluster(hub, admin_token, dask_user):
         hd.shutdown(name, gateway_kwargs=kw)
 
 
+async def bokeh_websocket_ack(page_url: str, page: str, token: str) -> bool:
+    """Open the dashboard page's bokeh websocket through the front; True on bokeh's ACK."""
+    import re
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    session_token = re.search(r'"token":\s*"([^"]+)"', page) or re.search(r"token: '([^']+)'", page)
+    assert session_token, "no bokeh session token in the dashboard page"
+    request = HTTPRequest(page_url.replace("http://", "ws://", 1) + "/ws",
+                          headers={"Authorization": f"token {token}"})
+    conn = await asyncio.wait_for(
+        websocket_connect(request, subprotocols=["bokeh", session_token.group(1)]), 30)
+    try:
+        first = await asyncio.wait_for(conn.read_message(), 30)
+    finally:
+        conn.close()
+    return first is not None and "ACK" in str(first)
+
+
 def test_dashboard_only_for_its_owner_through_the_hub_proxy(hub, admin_token, dask_user):
     kw = dask_user["gateway_kwargs"]
     client = hd.cluster(workers=1, worker_memory=0.5, gateway_kwargs=kw)
@@ -206,7 +229,8 @@ def test_dashboard_only_for_its_owner_through_the_hub_proxy(hub, admin_token, da
         own = requests.get(link, headers={"Authorization": f"token {dask_user['token']}"}, timeout=30)
         assert own.status_code == 200, own.text[:500]
         assert "bokeh" in own.text.lower()
-        # a script of the page, through the same route
+        # the page's live plots come over a websocket, relayed through the same route
+        assert asyncio.run(bokeh_websocket_ack(link, own.text, dask_user["token"]))
         other_token = hub.make_user(admin_token, "dask-other")
         other = requests.get(link, headers={"Authorization": f"token {other_token}"}, timeout=30)
         assert other.status_code == 404

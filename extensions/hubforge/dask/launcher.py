@@ -29,10 +29,14 @@ nanny would otherwise watch.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
+
+PR_SET_NAME = 15
 
 #: Imported once by the forkserver, inherited by every scheduler and worker.
 PRELOAD = [
@@ -54,6 +58,8 @@ def _child_main(role: str, argv: list[str], env: dict[str, str], log_path: str, 
                 run_as: RunAs | None, cgroups: list[str]) -> None:
     """Body of a forked scheduler or worker (runs in the child; see the module doc)."""
     os.setsid()
+    with contextlib.suppress(OSError, AttributeError):  # Linux: the name ps and top show
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, f"dask-{role}".encode(), 0, 0, 0)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     if run_as is not None:
         os.fchown(fd, run_as.uid, run_as.gid)
