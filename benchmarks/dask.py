@@ -62,7 +62,9 @@ figures.
 
 from __future__ import annotations
 
+import abc
 import argparse
+import contextlib
 import os
 import platform
 import shutil
@@ -211,7 +213,7 @@ def time_compute(client, repeat: int) -> float:
 
 # --- the systems --------------------------------------------------------------------------
 
-class System:
+class System(abc.ABC):
     """One system under test: how to start and stop its cluster, and the figures."""
 
     name = ""
@@ -220,13 +222,13 @@ class System:
         self.rounds: list[dict] = []
         self.warmup: list[dict] = []
 
+    @abc.abstractmethod
     def start(self):
         """Ask for the cluster; return (a connected Client, a handle for `stop`)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def stop(self, client, handle) -> None:
         """Stop the cluster and close the client; return once the system lists it no more."""
-        raise NotImplementedError
 
 
 class HubForgeSystem(System):
@@ -414,15 +416,11 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     left = descendants(proc.pid)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
     for pid in [proc.pid, *left]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     if proc.poll() is None:
         proc.wait(10)
 

@@ -33,6 +33,7 @@ function needs them.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -126,10 +127,8 @@ def _close_gateways() -> None:
     second close from their ``__del__``)."""
     while _GATEWAYS:
         gw, _ = _GATEWAYS.popitem()[1]
-        try:
+        with contextlib.suppress(Exception):  # the loop may already be gone at exit
             gw.close()
-        except Exception:  # the loop may already be gone at exit
-            pass
         gw.__dict__.pop("_loop_runner", None)
 
 

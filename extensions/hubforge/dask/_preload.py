@@ -5,6 +5,7 @@ the command-line entry points, dask-gateway's scheduler plugin, the dashboard's 
 and the libraries nearly every computation needs. A missing optional one is skipped.
 """
 
+import contextlib
 import importlib
 
 import dask  # noqa: F401
@@ -17,7 +18,5 @@ import dask_gateway.scheduler_preload  # noqa: F401
 import hubforge.dask.scheduler_preload  # noqa: F401
 
 for _name in ("distributed.dashboard.scheduler", "numpy", "pandas", "dask.array", "dask.dataframe", "pyarrow"):
-    try:
+    with contextlib.suppress(ImportError):
         importlib.import_module(_name)
-    except ImportError:
-        pass

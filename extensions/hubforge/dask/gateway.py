@@ -236,8 +236,8 @@ class _Forwarding:
 class APIPassThroughHandler(_Forwarding, web.RequestHandler):
     """dask-gateway's REST API: forwarded as is; the gateway authenticates every call."""
 
-    def check_xsrf_cookie(self):  # token-authenticated API, checked by the gateway
-        pass
+    def check_xsrf_cookie(self):
+        """No XSRF check here: the API is token-authenticated, by the gateway."""
 
     async def _any(self, *args):
         await self.forward(strip_credentials=False)

@@ -94,7 +94,7 @@ def _child_main(role: str, argv: list[str], env: dict[str, str], log_path: str, 
 
 
 def _noop() -> None:
-    pass
+    """What `ForkLauncher.warm` runs: nothing, to start the forkserver."""
 
 
 class ForkLauncher:
