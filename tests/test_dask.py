@@ -78,6 +78,11 @@ def test_cluster_computes_as_the_user_and_leaves_nothing_behind(hub, dask_user):
         assert uids == {account.pw_uid}, (uids, account)
         pids = cluster_pids(client)
         assert len(pids) == 3
+        # the environment a process started with stays readable (/proc/PID/environ): the
+        # gateway's hub token and configuration are not in it
+        for pid in pids:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"JUPYTERHUB_API_TOKEN" not in environ and b"HUBFORGE_DASK_CONFIG" not in environ
         # forked, but named for what they are in ps and top
         assert {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids} == {"dask-scheduler", "dask-worker"}
         from hubforge.spawners.cgroups import CgroupManager

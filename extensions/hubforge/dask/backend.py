@@ -28,6 +28,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -248,20 +249,38 @@ class HubForgeLocalBackend(LocalBackend):
         the first being ``/``, so as root it hands the root directory to the user.
         """
         workdir = tempfile.mkdtemp(prefix="dask-", suffix=f"-{cluster.name}")
-        certs, logs = self.get_certs_directory(workdir), self.get_logs_directory(workdir)
-        for path in (certs, logs):
-            os.mkdir(path, 0o700)
-        cert_path, key_path = self._get_tls_paths(workdir)
-        files = []
-        for path, data in ((cert_path, cluster.tls_cert), (key_path, cluster.tls_key)):
-            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-                f.write(data)
-            files.append(path)
-        run_as = self.run_as(cluster.username)
-        if run_as is not None:
-            for path in (workdir, certs, logs, *files):
-                os.chown(path, run_as.uid, run_as.gid)
+        try:
+            certs, logs = self.get_certs_directory(workdir), self.get_logs_directory(workdir)
+            for path in (certs, logs):
+                os.mkdir(path, 0o700)
+            cert_path, key_path = self._get_tls_paths(workdir)
+            files = []
+            for path, data in ((cert_path, cluster.tls_cert), (key_path, cluster.tls_key)):
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                    f.write(data)
+                files.append(path)
+            run_as = self.run_as(cluster.username)
+            if run_as is not None:
+                for path in (workdir, certs, logs, *files):
+                    os.chown(path, run_as.uid, run_as.gid)
+        except BaseException:  # not in the cluster's state yet: nobody else would remove it
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         return workdir
+
+    def make_preexec_fn(self, cluster):
+        """For ``fork = False``: become the user's *system account* (dask-gateway's own
+        would become the system user named like the hub user)."""
+        run_as, workdir = self.run_as(cluster.username), cluster.state["workdir"]
+
+        def preexec():
+            if run_as is not None:
+                os.setgid(run_as.gid)
+                os.setgroups(list(run_as.groups))
+                os.setuid(run_as.uid)
+            os.chdir(workdir)
+
+        return preexec
 
     def get_env(self, cluster):
         env = super().get_env(cluster)
@@ -317,7 +336,7 @@ class HubForgeLocalBackend(LocalBackend):
         await super().do_setup()
         self.sweep_cgroups()
         if self.launcher is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.launcher.warm)
+            self.launcher.warm()  # here, before other threads: it scrubs the environment
 
     def sweep_cgroups(self) -> None:
         """Kill and remove control groups a previous run of this gateway left behind,
@@ -362,7 +381,18 @@ class HubForgeLocalBackend(LocalBackend):
         if not workdir:
             return
         for log in sorted(Path(self.get_logs_directory(workdir)).glob("*.log")):
-            lines = log.read_text(errors="replace").splitlines()[-15:]
+            # The directory is the user's: never follow a link, never block on a FIFO,
+            # read only the end of a regular file.
+            try:
+                fd = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                continue
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                f.seek(max(0, st.st_size - 8192))
+                lines = f.read(8192).decode(errors="replace").splitlines()[-15:]
             if lines:
                 self.log.warning("cluster %s failed; the end of %s:\n%s", cluster.name, log.name, "\n".join(lines))
 
@@ -454,6 +484,7 @@ class HubForgeContainerBackend(HubForgeLocalBackend):
             "--label", f"{self.label_prefix}.cluster={cluster.name}",
             "--label", f"{self.label_prefix}.gateway={self.gateway_tag}",
             "--label", f"{self.label_prefix}.user={cluster.username}",
+            "--label", f"{self.label_prefix}.worker={name[len('worker-'):] if role == 'worker' else ''}",
             f"--cpus={cores:g}", f"--memory={int(memory)}",
             "--volume", f"{home_volume_name(cluster.username, self.home_volume_template)}:{self.home_mount}",
             "--workdir", self.home_mount,
@@ -500,6 +531,12 @@ class HubForgeContainerBackend(HubForgeLocalBackend):
             await super().do_stop_cluster(cluster)
         finally:
             await self.remove_containers(f"{self.label_prefix}.cluster={cluster.name}")
+
+    async def do_stop_worker(self, worker):
+        try:
+            await super().do_stop_worker(worker)
+        finally:  # a SIGKILLed `podman run` client leaves its container running
+            await self.remove_containers(f"{self.label_prefix}.worker={worker.name}")
 
     async def do_setup(self):
         await super().do_setup()

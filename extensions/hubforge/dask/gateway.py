@@ -226,8 +226,12 @@ class _Forwarding:
         self.set_status(response.code, response.reason)
         self._headers = httputil.HTTPHeaders()  # drop tornado's defaults; take upstream's
         for k, v in response.headers.get_all():
-            if k.lower() not in HOP_BY_HOP:
+            # A dashboard is the user's own web server on the hub's origin: it may set no
+            # cookie there, and its content types are taken as they are.
+            if k.lower() not in HOP_BY_HOP and not (strip_credentials and k.lower() == "set-cookie"):
                 self.add_header(k, v)
+        if strip_credentials:
+            self.set_header("X-Content-Type-Options", "nosniff")
         if response.body and self.request.method != "HEAD":
             self.write(response.body)
         self.finish()
@@ -268,7 +272,7 @@ class DashboardHandler(_Forwarding, PageHandler, websocket.WebSocketHandler):
         try:
             self.upstream = await websocket.websocket_connect(
                 request, on_message_callback=self._from_upstream,
-                subprotocols=self.request.headers.get("Sec-WebSocket-Protocol", "").replace(" ", "").split(",") or None,
+                subprotocols=[p for p in self.request.headers.get("Sec-WebSocket-Protocol", "").replace(" ", "").split(",") if p] or None,
             )
         except Exception as e:
             self.log.warning("dashboard websocket to %s failed: %s", self.request.path, e)
@@ -438,27 +442,34 @@ class HubForgeGateway(DaskGateway):
         for username, clusters in owners.items():
             if ":" in username:  # a hub service's cluster ("service:name"): no server to follow
                 continue
-            status, model = await self.hub_user(username)
-            if status == 404:
-                for c in clusters:
-                    self.log.info("stopping cluster %s: its user %s was deleted from the hub", c.name, username)
-                    await self.backend.stop_cluster(c.name)
-                continue
-            if status != 200:
-                self.log.warning("the hub answered %s about user %s; their clusters are left as they are", status, username)
-                continue
-            if not self.stop_with_server:
-                continue
-            servers = model.get("servers") or {}
+            try:
+                await self.reconcile_owner(username, clusters, now)
+            except Exception:  # one owner's trouble must not hold up the others' clean-up
+                self.log.exception("checking %s's clusters against the hub failed; next time again", username)
+
+    async def reconcile_owner(self, username: str, clusters: list, now: float) -> None:
+        """Stop `username`'s clusters if the user is gone, or the servers that started them."""
+        status, model = await self.hub_user(username)
+        if status == 404:
             for c in clusters:
-                origin = c.config.get("origin") or ""
-                if not origin.startswith("server:") or now - self._seen[c.name] < self.reconcile_period:
-                    continue
-                server = origin[len("server:"):]
-                if server not in servers:
-                    self.log.info("stopping cluster %s of %s: the server %r that started it has stopped",
-                                  c.name, username, server)
-                    await self.backend.stop_cluster(c.name)
+                self.log.info("stopping cluster %s: its user %s was deleted from the hub", c.name, username)
+                await self.backend.stop_cluster(c.name)
+            return
+        if status != 200:
+            self.log.warning("the hub answered %s about user %s; their clusters are left as they are", status, username)
+            return
+        if not self.stop_with_server:
+            return
+        servers = model.get("servers") or {}
+        for c in clusters:
+            origin = c.config.get("origin") or ""
+            if not origin.startswith("server:") or now - self._seen[c.name] < self.reconcile_period:
+                continue
+            server = origin[len("server:"):]
+            if server not in servers:
+                self.log.info("stopping cluster %s of %s: the server %r that started it has stopped",
+                              c.name, username, server)
+                await self.backend.stop_cluster(c.name)
 
 
 main = HubForgeGateway.launch_instance

@@ -38,6 +38,9 @@ from dataclasses import dataclass
 
 PR_SET_NAME = 15
 
+#: What the forkserver keeps of the gateway's environment (see `ForkLauncher.warm`).
+KEPT_ENVIRONMENT = {"PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TZ", "HUBFORGE_ROOT"}
+
 #: Imported once by the forkserver, inherited by every scheduler and worker.
 PRELOAD = [
     "hubforge.dask._preload",
@@ -60,12 +63,6 @@ def _child_main(role: str, argv: list[str], env: dict[str, str], log_path: str, 
     os.setsid()
     with contextlib.suppress(OSError, AttributeError):  # Linux: the name ps and top show
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, f"dask-{role}".encode(), 0, 0, 0)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    if run_as is not None:
-        os.fchown(fd, run_as.uid, run_as.gid)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -77,6 +74,12 @@ def _child_main(role: str, argv: list[str], env: dict[str, str], log_path: str, 
         os.setgid(run_as.gid)
         os.setgroups(list(run_as.groups))
         os.setuid(run_as.uid)
+    # Opened as the user (never as root in a directory the user owns), never through a
+    # link, and new: a planted symlink cannot point a root-opened file elsewhere.
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
     os.umask(0o077)
     os.chdir(workdir)
     os.environ.clear()
@@ -104,19 +107,37 @@ class ForkLauncher:
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(list(PRELOAD if preload is None else preload))
         self._procs: dict[int, multiprocessing.process.BaseProcess] = {}
+        self._warm = False
 
     def warm(self) -> None:
-        """Start the forkserver now (it imports the preload), not at the first cluster."""
-        p = self._ctx.Process(target=_noop)
-        p.start()
+        """Start the forkserver now (it imports the preload), not at the first cluster.
+
+        The forkserver, and so every scheduler and worker forked from it, starts with only
+        `KEPT_ENVIRONMENT` of this process's environment: a process can always read the
+        environment it started with (``/proc/self/environ``), whatever it sets later, and
+        the gateway's holds its hub token. Call it before other threads use the environment.
+        """
+        if self._warm:
+            return
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update({k: v for k, v in saved.items() if k in KEPT_ENVIRONMENT})
+        try:
+            p = self._ctx.Process(target=_noop)
+            p.start()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         p.join()
         p.close()
+        self._warm = True
 
     def start(self, role: str, argv: list[str], env: dict[str, str], log_path: str, workdir: str,
               run_as: RunAs | None = None, cgroups: list[str] | None = None) -> int:
         """Fork a ``dask scheduler`` or ``dask worker`` with these arguments; returns its pid."""
         if role not in ("scheduler", "worker"):
             raise ValueError(f"role must be 'scheduler' or 'worker', not {role!r}")
+        self.warm()
         self.reap()
         p = self._ctx.Process(
             target=_child_main, name=f"dask-{role}",

@@ -87,6 +87,8 @@ class Limits:
                     raise SettingsError(f"{where}.{key}: expected a whole number, got {value!r}")
                 values[key] = int(value) if key in ("max_clusters", "max_workers") else float(value)
         limits = cls(**values)
+        if 0 < limits.worker_cores < 1:
+            raise SettingsError(f"{where}.worker_cores: workers have whole cores (at least 1), got {limits.worker_cores:g}")
         if limits.worker_cores > limits.max_cores:
             raise SettingsError(
                 f"{where}: worker_cores {limits.worker_cores:g} is more than max_cores {limits.max_cores:g}"
