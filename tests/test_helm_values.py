@@ -293,13 +293,15 @@ def test_cluster_options_are_bounded_by_the_users_limits(limited, groups, worker
     assert spec["image"]["default"] == "hubforge/cpu:2026.11"
 
 
-async def test_the_options_handler_sets_the_worker_size_and_cluster_max_workers(limited):
+async def test_the_options_handler_sets_the_worker_size_and_the_worker_limit(limited):
     c, ns = run_gateway_config(limited)
     backend = ns["HubForgeKubeBackend"](config=c)
 
     options, config = await backend.process_cluster_options(user("alice"), {"workers": 2, "origin": "server:"})
     config = config.to_dict()
-    assert config["cluster_max_workers"] == 3  # max_workers binds before max_cores 8 or max_memory 16 GiB
+    assert config["hubforge_max_workers"] == 3  # max_workers binds before max_cores 8 or max_memory 16 GiB
+    assert config["max_workers_reason"] == "max_workers 3"
+    assert config["cluster_max_workers"] is None  # or dask-gateway's routes would cap requests silently
     assert config["cluster_max_cores"] is None and config["cluster_max_memory"] is None
     assert (config["worker_cores"], config["worker_cores_limit"], config["worker_threads"]) == (1, 1, 1)
     assert config["worker_memory"] == config["worker_memory_limit"] == 2 * GiB
@@ -308,7 +310,9 @@ async def test_the_options_handler_sets_the_worker_size_and_cluster_max_workers(
 
     request = {"worker_cores": 4, "worker_memory": 8.0, "adapt_minimum": 1, "adapt_maximum": 8}
     _, config = await backend.process_cluster_options(user("carol", "power-users"), request)
-    assert config.cluster_max_workers == 8  # 32 cores at 4 a worker, 64 GiB at 8 GiB a worker
+    assert config.hubforge_max_workers == 8  # 32 cores at 4 a worker, 64 GiB at 8 GiB a worker
+    assert config.max_workers_reason == "max_cores 32 at 4 cores per worker"
+    assert config.cluster_max_workers is None
     assert (config.initial_workers, config.adapt_minimum, config.adapt_maximum) == (0, 1, 8)
     assert config.worker_memory == 8 * GiB
 
@@ -345,11 +349,28 @@ def test_max_workers_is_the_settings_rule():
                     limits.max_workers_for(cores, memory), (limits, cores, memory)
 
 
+class RecordingSession:
+    """An aiohttp session that remembers what is posted to schedulers instead of sending it."""
+
+    def __init__(self, sent: list):
+        self.sent = sent
+
+    async def post(self, url, json=None, headers=None, raise_for_status=False):
+        self.sent.append((url, json))
+
+    async def close(self):
+        pass
+
+
 class RecordingCustomObjects:
-    """Kubernetes' custom objects API, remembering the DaskClusters it is asked to create."""
+    """Kubernetes' custom objects API, remembering the DaskClusters it is asked to create or patch."""
 
     def __init__(self):
         self.created = []
+        self.patched = []
+
+    async def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
+        self.patched.append((name, body))
 
     async def create_namespaced_custom_object(self, group, version, namespace, plural, body):
         self.created.append(body)
@@ -359,22 +380,23 @@ class RecordingCustomObjects:
 def backend_without_kubernetes(c: Config, ns: dict):
     """HubForge's backend with the state KubeBackend.setup would make, and no cluster behind it.
 
-    Messages to schedulers are recorded instead of sent.
+    Messages to schedulers are recorded instead of sent, as (cluster name, message): they go
+    through HubForge's forward_message_to_scheduler and dask-gateway's, down to the session.
     """
-    import aiohttp
     from dask_gateway_server.utils import Flag
 
     class RecordingBackend(ns["HubForgeKubeBackend"]):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
-            self.session = aiohttp.ClientSession()
+            self.posted = []
+            self.session = RecordingSession(self.posted)
             self.clusters, self.username_to_clusters = {}, defaultdict(dict)
             self.cluster_waiters = defaultdict(Flag)
             self.custom_client = RecordingCustomObjects()
-            self.sent = []
 
-        async def forward_message_to_scheduler(self, cluster, msg):
-            self.sent.append((cluster.name, msg))
+        @property
+        def sent(self):
+            return [(url.removeprefix("http://").removesuffix("/api/comm"), msg) for url, msg in self.posted]
 
         def informer_sees(self, name: str, status) -> None:
             """What KubeBackend.sync_cluster does when the informer reports a cluster."""
@@ -382,7 +404,7 @@ def backend_without_kubernetes(c: Config, ns: dict):
 
             body = next(b for b in self.custom_client.created if name.endswith("." + b["metadata"]["name"]))
             cluster = Cluster(name, body["spec"]["username"], "", body["spec"]["options"],
-                              body["spec"]["config"], status)
+                              body["spec"]["config"], status, api_address=f"http://{name}")
             self.clusters[name] = self.username_to_clusters[cluster.username][name] = cluster
             if status >= cluster.status.RUNNING:
                 self.cluster_waiters[name].set()
@@ -429,6 +451,79 @@ async def test_a_new_cluster_asks_for_its_workers_once_it_runs(limited, request_
     backend.informer_sees(name, ClusterStatus.RUNNING)
     await asyncio.wait_for(task, 5)
     assert backend.sent == [(name, msg) for msg in sent]
+    await backend.cleanup()
+
+
+async def running_cluster(backend, user_, request_):
+    """A cluster of user_'s, started with request_ and seen running, its start-up request sent."""
+    from dask_gateway_server.models import ClusterStatus
+
+    name = await backend.start_cluster(user_, request_)
+    (task,) = backend.hubforge_tasks
+    backend.informer_sees(name, ClusterStatus.RUNNING)
+    await asyncio.wait_for(task, 5)
+    return backend.clusters[name]
+
+
+OVER_THE_LIMIT = ("over your limit of 8 workers per cluster (max_cores 32 at 4 cores per worker; "
+                  "set by the admin in dask.limits, hub_config/hubforge.yaml)")
+
+
+@pytest.mark.parametrize(
+    "msg, refused",
+    [
+        ({"op": "scale", "count": 9}, "a cluster of 9 workers is " + OVER_THE_LIMIT),
+        ({"op": "adapt", "minimum": 0, "maximum": 9, "active": True}, "a cluster of 9 workers is " + OVER_THE_LIMIT),
+        ({"op": "adapt", "minimum": 9, "maximum": None, "active": True}, "a cluster of 9 workers is " + OVER_THE_LIMIT),
+        ({"op": "adapt", "minimum": None, "maximum": 12, "active": True}, "a cluster of 12 workers is " + OVER_THE_LIMIT),
+    ],
+)
+async def test_scaling_over_the_worker_limit_is_refused_not_capped(limited, msg, refused):
+    from dask_gateway_server.backends.base import PublicException
+
+    backend = backend_without_kubernetes(*run_gateway_config(limited))
+    cluster = await running_cluster(backend, user("carol", "power-users"), {"worker_cores": 4, "workers": 2})
+    assert backend.sent == [(cluster.name, {"op": "scale", "count": 2})]  # the start-up request
+    # dask-gateway's routes pass the request on uncut (no cluster_max_workers) and answer a
+    # PublicException with 409 and its message.
+    assert cluster.config["cluster_max_workers"] is None
+    with pytest.raises(PublicException) as e:
+        await backend.forward_message_to_scheduler(cluster, msg)
+    assert str(e.value) == refused
+    assert len(backend.sent) == 1
+    await backend.cleanup()
+
+
+@pytest.mark.parametrize(
+    "msg, sent",
+    [
+        ({"op": "scale", "count": 8}, {"op": "scale", "count": 8}),
+        ({"op": "scale", "count": 0}, {"op": "scale", "count": 0}),
+        ({"op": "adapt", "minimum": None, "maximum": None, "active": True},
+         {"op": "adapt", "minimum": None, "maximum": 8, "active": True}),
+        ({"op": "adapt", "minimum": 2, "maximum": 8, "active": True},
+         {"op": "adapt", "minimum": 2, "maximum": 8, "active": True}),
+        ({"op": "adapt", "minimum": 0, "maximum": 20, "active": False},  # stops adapting
+         {"op": "adapt", "minimum": 0, "maximum": 20, "active": False}),
+    ],
+)
+async def test_scaling_within_the_worker_limit_is_sent(limited, msg, sent):
+    backend = backend_without_kubernetes(*run_gateway_config(limited))
+    cluster = await running_cluster(backend, user("carol", "power-users"), {"worker_cores": 4})
+    await backend.forward_message_to_scheduler(cluster, msg)
+    assert backend.sent == [(cluster.name, sent)]
+    await backend.cleanup()
+
+
+@pytest.mark.parametrize("count, replicas", [(2, 2), (3, 3), (50, 3)])
+async def test_a_heartbeat_asks_kubernetes_for_no_more_workers_than_the_limit(limited, count, replicas):
+    backend = backend_without_kubernetes(*run_gateway_config(limited))
+    cluster = await running_cluster(backend, user("alice"), {})
+    msg = {"count": count, "active_workers": [], "closing_workers": [], "closed_workers": []}
+    await backend.on_cluster_heartbeat(cluster.name, msg)
+    assert backend.custom_client.patched == [
+        (cluster.name.split(".")[1], [{"op": "add", "path": "/spec/replicas", "value": replicas}])
+    ]
     await backend.cleanup()
 
 

@@ -213,10 +213,14 @@ def hubforge_cluster_options(user):
             "worker_threads": cores,
             "worker_memory": memory,
             "worker_memory_limit": memory,
-            "cluster_max_workers": max_workers,
             # The limits count workers only; set, dask-gateway would count the scheduler in.
             "cluster_max_cores": None,
             "cluster_max_memory": None,
+            # dask-gateway's scale and adapt routes would cut a request to cluster_max_workers
+            # without a word; HubForgeKubeBackend refuses it instead, with this limit.
+            "cluster_max_workers": None,
+            "hubforge_max_workers": max_workers,
+            "max_workers_reason": reason,
             "initial_workers": 0 if adaptive else options.workers,
             "adapt_minimum": options.adapt_minimum if adaptive else 0,
             "adapt_maximum": options.adapt_maximum,
@@ -246,6 +250,20 @@ class HubForgeKubeClusterConfig(KubeClusterConfig):
     adapt_maximum = IntegerTrait(0, help="Adaptive scaling's maximum at start (0: not adaptive).",
                                  config=True)
     origin = Unicode("", help="Which notebook server started the cluster: 'server:<name>'.", config=True)
+    hubforge_max_workers = IntegerTrait(None, allow_none=True, config=True,
+                                        help="The most workers the cluster may have (None: no limit).")
+    max_workers_reason = Unicode("", help="The limit that bounds the cluster's workers, in words.", config=True)
+
+
+def hubforge_check_workers(config, count):
+    """Refuse a cluster of count workers over its limit, as the gateway on one machine does."""
+    limit = config.get("hubforge_max_workers")
+    if limit is not None and count is not None and count > limit:
+        reason = config.get("max_workers_reason") or f"max_workers {limit}"
+        raise PublicException(
+            f"a cluster of {count} workers is over your limit of {limit} workers per "
+            f"cluster ({reason}; set by the admin in dask.limits, {SETTINGS_SOURCE})"
+        )
 
 
 def hubforge_first_request(config):
@@ -259,7 +277,8 @@ def hubforge_first_request(config):
 
 
 class HubForgeKubeBackend(KubeBackend):
-    """The chart's KubeBackend, plus max_clusters and the workers asked for at start."""
+    """The chart's KubeBackend, plus max_clusters, refused scaling over the worker limit,
+    and the workers asked for at start."""
 
     cluster_config_class = Type(
         HubForgeKubeClusterConfig,
@@ -320,6 +339,33 @@ class HubForgeKubeBackend(KubeBackend):
             raise
         except Exception:
             self.log.exception("cluster %s: asking for its initial workers failed", name)
+
+    async def forward_message_to_scheduler(self, cluster, msg):
+        """Refuse a scale or adapt request over the cluster's worker limit.
+
+        dask-gateway's routes turn the PublicException into a 409 with its message; an
+        adapt request with no maximum gets the limit.
+        """
+        limit = cluster.config.get("hubforge_max_workers")
+        if limit is not None and msg.get("op") == "scale":
+            hubforge_check_workers(cluster.config, msg.get("count"))
+        elif limit is not None and msg.get("op") == "adapt" and msg.get("active", True):
+            msg = dict(msg)
+            if msg.get("maximum") is None:
+                msg["maximum"] = limit
+            for key in ("minimum", "maximum"):
+                hubforge_check_workers(cluster.config, msg.get(key))
+        await super().forward_message_to_scheduler(cluster, msg)
+
+    async def on_cluster_heartbeat(self, cluster_name, msg):
+        """No more workers than the limit, whatever the scheduler asks for."""
+        cluster = self.clusters.get(cluster_name)
+        limit = cluster.config.get("hubforge_max_workers") if cluster is not None else None
+        if limit is not None and msg.get("count", 0) > limit:
+            self.log.info("Cluster %s heartbeat requested %d workers, over its limit of %d",
+                          cluster_name, msg["count"], limit)
+            msg = dict(msg, count=limit)
+        await super().on_cluster_heartbeat(cluster_name, msg)
 
     async def cleanup(self):
         tasks = list(self.hubforge_tasks)
