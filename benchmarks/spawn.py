@@ -44,6 +44,7 @@ one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -256,10 +257,8 @@ def kill_processes_mentioning(text: str) -> None:
         except OSError:
             continue
         if needle in cmdline:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def ensure_cpu_image() -> str:
@@ -425,10 +424,8 @@ def kill_user_processes(uid: int) -> None:
             continue
         m = re.search(r"^Uid:\s+(\d+)", status, re.M)
         if m and int(m.group(1)) == uid:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def remove_user(name: str) -> None:

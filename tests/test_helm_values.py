@@ -359,7 +359,7 @@ class RecordingSession:
         self.sent.append((url, json))
 
     async def close(self):
-        pass
+        """Nothing to close: no connection was opened."""
 
 
 class RecordingCustomObjects:

@@ -39,6 +39,7 @@ the service prefix, and calls ``launch_instance()``::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -167,8 +168,9 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         return user
 
     def on_anonymous(self):
-        """Respond to a caller the hub did not identify; must raise."""
-        raise NotImplementedError
+        """Respond to a caller the hub did not identify; must raise. Default: 401
+        (`PageHandler` sends browsers to the hub's login instead)."""
+        raise web.HTTPError(401, "authentication required")
 
     def log_exception(self, typ, value, tb) -> None:
         # An HTTPError is an answer, not a failure: the access log line records it with its
@@ -350,8 +352,10 @@ class HubServiceApp(Application):
         return config
 
     def handlers(self) -> list[tuple]:
-        """``(pattern relative to the prefix, HandlerClass[, kwargs])`` tuples to serve."""
-        raise NotImplementedError
+        """``(pattern relative to the prefix, HandlerClass[, kwargs])`` tuples to serve.
+
+        Subclasses list theirs; the base serves only the OAuth callback."""
+        return []
 
     def web_settings(self) -> dict:
         """Extra tornado settings, visible to handlers as ``self.settings``."""
@@ -371,8 +375,7 @@ class HubServiceApp(Application):
         server.listen(url.port or 80, url.hostname or "127.0.0.1")
         self.log.info("%s listening on %s%s", self.name, self.service_url.rstrip("/"), self.service_prefix)
         try:
-            IOLoop.current().start()
-        except KeyboardInterrupt:
-            pass
+            with contextlib.suppress(KeyboardInterrupt):
+                IOLoop.current().start()
         finally:
             server.stop()

@@ -189,9 +189,9 @@ class ContainerSpawner(ProfileSpawnerMixin, DockerSpawner):
             return
         try:
             await self.docker("remove_volume", self.home_volume)
-            self.log.info("%s: removed home volume %s", self.key, self.home_volume)
         except docker.errors.NotFound:
-            pass
+            return  # another server of the user's removed it first
+        self.log.info("%s: removed home volume %s", self.key, self.home_volume)
 
 
 def docker_url_for(engine: str, data_dir: str) -> str:
