@@ -143,6 +143,14 @@ class HubProcess:
         kw.setdefault("timeout", 30)
         return requests.request(method, self.api + path, headers=headers, **kw)
 
+    def service_request(self, method: str, service: str, path: str, token: str | None = None, **kw) -> requests.Response:
+        """A request to a hub service through the proxy: ``services/<service>/<path>``."""
+        headers = kw.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"token {token}"
+        kw.setdefault("timeout", 30)
+        return requests.request(method, f"{self.url}services/{service}/{path}", headers=headers, **kw)
+
     def make_user(self, admin_token: str, name: str, groups=(), exist_ok: bool = True) -> str:
         """Create hub user `name` (in `groups`) through the REST API; return a token for them."""
         r = self.request("POST", f"/users/{name}", admin_token)

@@ -135,6 +135,36 @@ class ServiceClient:
                 self._discovered_url = None
             raise
 
+    def post(self, path: str, body: Any = None) -> Any:
+        """``POST`` a JSON `body` to ``path`` and return the JSON answer (None if empty)."""
+        return self.request("POST", path, body)
+
+    def patch(self, path: str, body: Any = None) -> Any:
+        """``PATCH`` ``path`` with a JSON `body` and return the JSON answer."""
+        return self.request("PATCH", path, body)
+
+    def delete(self, path: str) -> Any:
+        """``DELETE`` ``path``; returns the JSON answer, or None for an empty one (204)."""
+        return self.request("DELETE", path)
+
+    def get_bytes(self, path: str, params: Mapping[str, str] | None = None) -> bytes:
+        """``GET`` ``path`` and return the raw body (an output notebook, a log)."""
+        return self.request("GET", path, params=params, raw=True)
+
+    def request(self, method: str, path: str, body: Any = None, *,
+                params: Mapping[str, str] | None = None, raw: bool = False) -> Any:
+        """Any method: `body` is sent as JSON; the answer is parsed as JSON unless `raw`."""
+        url = urllib.parse.urljoin(self.url, path)
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            return self._request(url, what=f"the {self.name} service", method=method, data=data, raw=raw)
+        except ServiceError as e:
+            if e.status in (502, 504) and not self._fixed_url:
+                self._discovered_url = None
+            raise
+
     def _discover(self) -> str:
         if not self._api_url:
             raise ServiceError(
@@ -162,15 +192,16 @@ class ServiceClient:
         prefix = model.get("prefix") or f"/services/{self.name}/"
         return _with_slash(service_url.rstrip("/") + "/" + prefix.lstrip("/"))
 
-    def _request(self, url: str, *, what: str) -> Any:
+    def _request(self, url: str, *, what: str, method: str = "GET", data: bytes | None = None,
+                 raw: bool = False) -> Any:
         if not self._token:
             raise ServiceError(
                 self.name, 502, "not running under JupyterHub: JUPYTERHUB_API_TOKEN is not set"
             )
-        request = urllib.request.Request(
-            url,
-            headers={"Authorization": f"token {self._token}", "Accept": "application/json"},
-        )
+        headers = {"Authorization": f"token {self._token}", "Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, headers=headers, data=data, method=method)
         where = _without_query(url)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
@@ -193,6 +224,10 @@ class ServiceClient:
             ) from None
         except OSError as e:
             raise ServiceError(self.name, 502, f"cannot reach {what} at {where}: {e}") from None
+        if raw:
+            return body
+        if not body.strip():
+            return None
         try:
             return json.loads(body)
         except ValueError:

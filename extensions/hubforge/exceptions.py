@@ -20,7 +20,10 @@ on purpose derives from :class:`HubForgeError`::
     │   └── QueryTimeout          a query ran past the connection's timeout (504)
     └── UserInputError            a user sent something invalid: HTTP 400, and
         │                         ``.message`` is safe to show to that user
-        └── OptionsError          a bad ``user_options`` field (.field, .message)
+        ├── OptionsError          a bad ``user_options`` field (.field, .message)
+        ├── InvalidJob            a bad job definition field (.field, .reason)
+        │                         (hubforge.jobs.errors)
+        └── JobConflict           a job request conflicts with the state: 409
 
 Classes that belong to one capability live in its package (named above) and derive
 from these bases, so importing this module stays free of their dependencies.

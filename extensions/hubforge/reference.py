@@ -44,6 +44,7 @@ def _hubforge_traits(cls):
 
 def settings_reference() -> str:
     from .dask.settings import DaskSettings
+    from .jobs.settings import JobsSettings
     from .settings import Settings
     from .spawners.containers import ContainerSpawner
     from .spawners.kubernetes import HubForgeKubeSpawner
@@ -60,6 +61,9 @@ def settings_reference() -> str:
     lines += _describe(DaskSettings, "Dask gateway (`dask:` in `hubforge.yaml`)",
                        "Keys of the `dask:` section; see docs/dask.md. Example: "
                        "`dask: {idle_timeout: 600, limits: {max_workers: 4}}`.")
+    lines += _describe(JobsSettings, "Scheduled jobs (`jobs:` in `hubforge.yaml`)",
+                       "Keys of the `jobs:` section; see docs/jobs.md. Example: "
+                       "`jobs: {max_concurrent_runs_per_user: 4, default_timeout: 600}`.")
     lines += _describe(_hubforge_traits(LocalSpawner), "Local spawner (`c.LocalSpawner.<name>`)",
                        "HubForge's additions to JupyterHub's `LocalProcessSpawner`; every "
                        "`Spawner` option of JupyterHub applies too.")

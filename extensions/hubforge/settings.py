@@ -191,6 +191,12 @@ class Settings(LoggingConfigurable):
         docs/dask.md.""",
     ).tag(config=True)
 
+    jobs = Dict(
+        help="""Scheduled notebook jobs: the ``jobs`` hub service (papermill runs, the Jobs
+        page, ``hubforge jobs``). Keys: see "Scheduled jobs" below, e.g.
+        ``jobs: {max_concurrent_runs_per_user: 4}``. Format and defaults: docs/jobs.md.""",
+    ).tag(config=True)
+
     start_timeout = Integer(
         60,
         help="Seconds a user server may take to start before the spawn fails.",

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import multiprocessing
 import os
 import sys
 from dataclasses import dataclass
 
+from ..forkserver import KEPT_ENVIRONMENT, Forkserver  # noqa: F401  (KEPT_ENVIRONMENT: re-exported)
+
 PR_SET_NAME = 15
 
-#: What the forkserver keeps of the gateway's environment (see `ForkLauncher.warm`).
-KEPT_ENVIRONMENT = {"PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TZ", "HUBFORGE_ROOT"}
 
 #: Imported once by the forkserver, inherited by every scheduler and worker.
 PRELOAD = [
@@ -96,60 +95,18 @@ def _child_main(role: str, argv: list[str], env: dict[str, str], log_path: str, 
     main.main(args=argv, prog_name=f"dask {role}", standalone_mode=True)
 
 
-def _noop() -> None:
-    """What `ForkLauncher.warm` runs: nothing, to start the forkserver."""
-
-
-class ForkLauncher:
+class ForkLauncher(Forkserver):
     """Starts schedulers and workers as forks of one preloaded forkserver."""
 
     def __init__(self, preload: list[str] | None = None):
-        self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(list(PRELOAD if preload is None else preload))
-        self._procs: dict[int, multiprocessing.process.BaseProcess] = {}
-        self._warm = False
-
-    def warm(self) -> None:
-        """Start the forkserver now (it imports the preload), not at the first cluster.
-
-        The forkserver, and so every scheduler and worker forked from it, starts with only
-        `KEPT_ENVIRONMENT` of this process's environment: a process can always read the
-        environment it started with (``/proc/self/environ``), whatever it sets later, and
-        the gateway's holds its hub token. Call it before other threads use the environment.
-        """
-        if self._warm:
-            return
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update({k: v for k, v in saved.items() if k in KEPT_ENVIRONMENT})
-        try:
-            p = self._ctx.Process(target=_noop)
-            p.start()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        p.join()
-        p.close()
-        self._warm = True
+        super().__init__(list(PRELOAD if preload is None else preload))
 
     def start(self, role: str, argv: list[str], env: dict[str, str], log_path: str, workdir: str,
               run_as: RunAs | None = None, cgroups: list[str] | None = None) -> int:
         """Fork a ``dask scheduler`` or ``dask worker`` with these arguments; returns its pid."""
         if role not in ("scheduler", "worker"):
             raise ValueError(f"role must be 'scheduler' or 'worker', not {role!r}")
-        self.warm()
-        self.reap()
-        p = self._ctx.Process(
-            target=_child_main, name=f"dask-{role}",
-            args=(role, list(argv), dict(env), log_path, workdir, run_as, list(cgroups or [])),
+        return self.fork(
+            _child_main, (role, list(argv), dict(env), log_path, workdir, run_as, list(cgroups or [])),
+            name=f"dask-{role}",
         )
-        p.start()
-        self._procs[p.pid] = p
-        return p.pid
-
-    def reap(self) -> None:
-        """Release the handles of processes that have ended."""
-        for pid, p in list(self._procs.items()):
-            if not p.is_alive():
-                p.close()
-                del self._procs[pid]

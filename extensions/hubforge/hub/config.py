@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from ..dask.hubconfig import configure_dask_service
 from ..data.hubconfig import configure_data_service
+from ..jobs.hubconfig import configure_jobs_service
 from ..exceptions import SettingsError
 from ..profiles import load_profiles
 from ..settings import Settings
@@ -143,7 +144,7 @@ def apply_section(section, cls, options: dict, settings: Settings, name: str) ->
 
 
 def configure_services(c, settings: Settings) -> None:
-    """Hub-managed services: the idle culler, the data-connection service, the Dask gateway."""
+    """Hub-managed services: the idle culler, data connections, the Dask gateway, jobs."""
     services = []
     roles = []
     if settings.idle_timeout > 0:
@@ -161,6 +162,7 @@ def configure_services(c, settings: Settings) -> None:
         roles.append({"name": "idle-culler", "scopes": IDLE_CULLER_SCOPES, "services": ["idle-culler"]})
     configure_data_service(c, settings, services, roles)
     configure_dask_service(c, settings, services, roles)
+    configure_jobs_service(c, settings, services, roles)
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 

@@ -58,6 +58,8 @@ from tornado.ioloop import IOLoop
 from traitlets import Integer, Unicode, default
 from traitlets.config import Application
 
+from ..exceptions import UserInputError
+
 #: Values that must never appear in a log line of this process (see `redact_in_logs`).
 _REDACTED: set[str] = set()
 #: Shorter values are not redacted: replacing every "abc" in the logs would hide more
@@ -175,7 +177,7 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
     def log_exception(self, typ, value, tb) -> None:
         # An HTTPError is an answer, not a failure: the access log line records it with its
         # message. Anything else is a bug: log its traceback once, here (redacted).
-        if not isinstance(value, web.HTTPError):
+        if not isinstance(value, (web.HTTPError, UserInputError)):
             self.log.error("%s failed: %r", self.request.path, value, exc_info=(typ, value, tb))
 
     def error_text(self, status_code: int, exc_info) -> str:

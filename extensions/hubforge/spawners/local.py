@@ -46,6 +46,34 @@ def system_user_name(prefix: str, hub_user: str) -> str:
     return f"{prefix}{safe}-{digest}"
 
 
+async def ensure_system_account(account: str, home: str, hub_user: str) -> pwd.struct_passwd:
+    """Create the system account `account` of `hub_user` if missing (``useradd``), with an
+    owner-only home; returns its passwd entry. Needs root. Raises OSError with the reason.
+
+    Shared by the local spawner and the jobs service, which runs scheduled notebooks as
+    the user even if they never started a server.
+    """
+    try:
+        pwd.getpwnam(account)
+    except KeyError:
+        proc = await asyncio.create_subprocess_exec(
+            "useradd", "--create-home", "--home-dir", home, "--shell", "/bin/bash",
+            "--user-group", "--comment", f"HubForge user {hub_user}", account,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        if proc.returncode != 0:
+            try:  # a concurrent start created it first
+                pwd.getpwnam(account)
+            except KeyError:
+                raise OSError(f"could not create system user {account}: {out.decode().strip()}") from None
+    pw = pwd.getpwnam(account)
+    os.makedirs(pw.pw_dir, exist_ok=True)
+    os.chown(pw.pw_dir, pw.pw_uid, pw.pw_gid)
+    os.chmod(pw.pw_dir, 0o700)
+    return pw
+
+
 class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     """Runs a user's server as a local process, shaped by their chosen profile."""
 
@@ -135,21 +163,9 @@ class LocalSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                     500, "system-users isolation needs the hub to run as root; set isolation: shared"
                 )
             try:
-                pwd.getpwnam(self.system_user)
-            except KeyError:
-                proc = await asyncio.create_subprocess_exec(
-                    "useradd", "--create-home", "--home-dir", self.home, "--shell", "/bin/bash",
-                    "--user-group", "--comment", f"HubForge user {self.user.name}", self.system_user,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                )
-                out, _ = await asyncio.wait_for(proc.communicate(), 30)
-                if proc.returncode != 0:
-                    raise web.HTTPError(500, f"could not create system user {self.system_user}: {out.decode().strip()}")
-                self.log.info("%s: created system user %s", self.key, self.system_user)
-            pw = pwd.getpwnam(self.system_user)
-            os.makedirs(pw.pw_dir, exist_ok=True)
-            os.chown(pw.pw_dir, pw.pw_uid, pw.pw_gid)
-            os.chmod(pw.pw_dir, 0o700)
+                pw = await ensure_system_account(self.system_user, self.home, self.user.name)
+            except OSError as e:
+                raise web.HTTPError(500, str(e)) from None
             self._check_environment_readable(pw)
         else:
             os.makedirs(self.home, mode=0o700, exist_ok=True)

@@ -1,0 +1,167 @@
+"""The ``jobs:`` section of ``hubforge.yaml``: the scheduled-jobs service's settings.
+
+Every key is optional; ``docs/configuration.md`` lists them (generated from the help
+texts below). Example::
+
+    jobs:
+      max_concurrent_runs: 4
+      max_concurrent_runs_per_user: 2
+      default_timeout: 3600
+"""
+
+from __future__ import annotations
+
+import os
+
+from traitlets import Bool, Dict, Enum, Float, Integer, Unicode, validate
+from traitlets.config import Configurable
+
+from ..exceptions import SettingsError
+
+
+class JobsSettings(Configurable):
+    """The ``jobs:`` section of ``hubforge.yaml`` (every key optional)."""
+
+    enabled = Bool(
+        True,
+        help="Run the ``jobs`` hub service (scheduled notebooks). Default true.",
+    ).tag(config=True)
+
+    db_url = Unicode(
+        "",
+        help="""SQLAlchemy URL of the jobs database, e.g.
+        ``postgresql://jobs:...@db/jobs``. Default: ``jobs.sqlite`` in the hub's data
+        directory. The environment variable ``HUBFORGE_JOBS_DB_URL`` overrides it (keep
+        passwords out of the settings file).""",
+    ).tag(config=True)
+
+    max_concurrent_runs = Integer(
+        0,
+        help="""Runs executing at once on this machine, all users together; more wait
+        queued. Default 0: the number of CPUs.""",
+    ).tag(config=True)
+
+    max_concurrent_runs_per_user = Integer(
+        2,
+        help="Runs of one user executing at once; more wait queued. Default 2.",
+    ).tag(config=True)
+
+    default_timeout = Integer(
+        3600,
+        help="Seconds a run may take when its job sets no ``timeout``. Default 3600.",
+    ).tag(config=True)
+
+    max_timeout = Integer(
+        86400,
+        help="The largest ``timeout`` a job may set, in seconds. Default 86400 (one day).",
+    ).tag(config=True)
+
+    max_retries = Integer(
+        5,
+        help="The most ``retries`` a job may set. Default 5.",
+    ).tag(config=True)
+
+    default_retention = Dict(
+        {"keep_runs": 100, "keep_days": 90},
+        help="""Runs kept per job when the job sets no ``retention``: the newest
+        ``keep_runs`` and those younger than ``keep_days`` days. Default
+        ``{keep_runs: 100, keep_days: 90}``.""",
+    ).tag(config=True)
+
+    missed = Enum(
+        ["run_once", "skip"],
+        "run_once",
+        help="""Default for a job's ``missed``: what happens to cron runs missed while the
+        service was down: ``run_once`` (one run when it starts again) or ``skip``.""",
+    ).tag(config=True)
+
+    warm_kernels = Bool(
+        True,
+        help="""Start each profile's next kernel before it is needed (a fresh one per run,
+        never reused), so a run starts in milliseconds instead of the seconds a kernel
+        takes to start. Default true. Warm kernels take memory: about 60 MB each.""",
+    ).tag(config=True)
+
+    warm_idle_seconds = Float(
+        300,
+        help="""Seconds a warm kernel waits for a run before it is stopped. Default 300.
+        A cron job's kernel is warmed ``prewarm_seconds`` before its time.""",
+    ).tag(config=True)
+
+    prewarm_seconds = Float(
+        15,
+        help="Seconds before a cron run's time that its kernel is started. Default 15.",
+    ).tag(config=True)
+
+    watch_interval = Float(
+        10,
+        help="Seconds between checks of the watched paths of ``watch`` triggers. Default 10.",
+    ).tag(config=True)
+
+    webhook_timeout = Float(
+        10,
+        help="Seconds a notification webhook may take to answer (3 tries, with backoff). Default 10.",
+    ).tag(config=True)
+
+    max_notebook_mb = Float(
+        20,
+        help="Largest notebook a job may hold, and largest output notebook kept, in MiB. Default 20.",
+    ).tag(config=True)
+
+    lease_seconds = Float(
+        15,
+        help="""Seconds the running service's scheduler lease lasts without renewal; a second
+        copy of the service on the same database fires nothing until it expires. Default 15.""",
+    ).tag(config=True)
+
+    source = Unicode("hubforge.yaml", help="Where these settings came from, for messages.")
+
+    @validate("default_retention")
+    def _check_retention(self, proposal):
+        check_retention(proposal["value"], f"{self.source}: jobs.default_retention", SettingsError)
+        return proposal["value"]
+
+    @property
+    def concurrency(self) -> int:
+        return self.max_concurrent_runs or os.cpu_count() or 1
+
+    @classmethod
+    def from_settings(cls, settings) -> JobsSettings:
+        """The section of a platform `Settings`, checked; SettingsError names bad keys."""
+        data = dict(getattr(settings, "jobs", None) or {})
+        known = set(cls.class_traits(config=True))
+        source = settings.source or "hubforge.yaml"
+        for key in data:
+            if key not in known:
+                raise SettingsError(f"{source}: jobs.{key}: unknown setting; known: {', '.join(sorted(known))}")
+        jobs = cls(source=source)
+        for key, value in data.items():
+            try:
+                setattr(jobs, key, value)
+            except SettingsError:
+                raise
+            except Exception as e:
+                raise SettingsError(f"{source}: jobs.{key}: invalid value {value!r}: {e}") from None
+        return jobs
+
+    def to_json(self) -> dict:
+        return {name: getattr(self, name) for name in self.class_traits(config=True)}
+
+
+def check_retention(value, field: str, error=None) -> dict:
+    """``{keep_runs: N, keep_days: D}`` (both optional, positive integers)."""
+    from .errors import InvalidJob
+
+    def fail(key: str, reason: str):
+        if error is None:
+            raise InvalidJob(f"{field}.{key}" if key else field, reason)
+        raise error(f"{field}{'.' + key if key else ''}: {reason}")
+
+    if not isinstance(value, dict):
+        fail("", f"must be an object like {{keep_runs: 50, keep_days: 30}}, got {value!r}")
+    for key, item in value.items():
+        if key not in ("keep_runs", "keep_days"):
+            fail(key, "unknown field; use keep_runs and/or keep_days")
+        if item is not None and (not isinstance(item, int) or isinstance(item, bool) or item < 1):
+            fail(key, f"must be a whole number of at least 1, got {item!r}")
+    return {k: v for k, v in value.items() if v is not None}
