@@ -61,6 +61,8 @@ def hub(tmp_path_factory):
         local={"system_user_prefix": TEST_PREFIX, "home_root": homes},
         # The gateway checks the hub for stopped servers every 2 s (default 15 s).
         dask={"reconcile_period": 2},
+        # Watched paths are checked every second (default 10 s).
+        jobs={"watch_interval": 1},
     )
     try:
         hub.start()

@@ -73,9 +73,8 @@ def read_notebook(content: Any, *, field: str = "notebook.content", max_bytes: i
     if len(json.dumps(content)) > max_bytes:
         raise InvalidJob(field, f"the notebook is larger than {max_bytes // 2**20} MiB")
     try:
-        nb = nbformat.from_dict(content)
-        if nb.get("nbformat") != 4:
-            nb = nbformat.convert(nb, 4)
+        # reads() as from a file: multi-line sources joined, older formats converted.
+        nb = nbformat.reads(json.dumps(content), as_version=4)
         nbformat.validate(nb)
     except Exception as e:  # nbformat raises several types: ValidationError, KeyError, ...
         message = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -242,12 +242,16 @@ def start_kernel(kernel_name: str, close: list | None = None, cwd: str | None = 
 
 
 def prepare_kernel(kc, cwd: str, env: dict[str, str]) -> None:
-    """Set the run's working directory and environment in the kernel, silently."""
+    """Set the run's working directory (`cwd`, else ``$HOME`` when `cwd` does not exist)
+    and environment in the kernel, silently."""
     from jupyter_core.utils import run_sync
 
     code = (
         "import os as __hf_os\n"
-        f"__hf_os.chdir({cwd!r})\n"
+        "try:\n"
+        f"    __hf_os.chdir({cwd!r})\n"
+        "except OSError:\n"
+        "    __hf_os.chdir(__hf_os.path.expanduser('~'))\n"
         f"__hf_os.environ.update({env!r})\n"
         "del __hf_os\n"
     )

@@ -547,7 +547,6 @@ class JobsService(HubServiceApp):
             executor = ContainerExecutor(jobs_dir, **config.get("containers", {}))
         else:
             executor = LocalExecutor(jobs_dir, **config.get("local", {}))
-            executor.warm()
         self.scheduler = Scheduler(sessions(engine), executor, jobs, jobs_dir, profile_for)
         kernels = set(KernelSpecManager().find_kernel_specs())
         self._web_settings = {
@@ -559,7 +558,6 @@ class JobsService(HubServiceApp):
     def start(self) -> None:
         self.setup()
         loop = IOLoop.current()
-        loop.run_sync(self.scheduler.start)
 
         def stop(*_):
             loop.add_callback_from_signal(self._shutdown)
@@ -567,6 +565,19 @@ class JobsService(HubServiceApp):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         super().start()
+
+    async def after_listen(self) -> None:
+        """Start the runners' forkserver (seconds of imports) and then the scheduler.
+
+        After listening, because the hub gives a service only seconds to answer. The
+        forkserver starts from a thread; it scrubs this process's environment for the
+        moment it takes to start (see hubforge.forkserver), which is safe here because
+        nothing in this process reads the environment after `setup`.
+        """
+        warm = getattr(self.scheduler.executor, "warm", None)
+        if warm is not None:
+            await asyncio.to_thread(warm)
+        await self.scheduler.start()
 
     async def _shutdown(self) -> None:
         log.info("jobs service stopping: runs in progress are stopped and will be recovered at the next start")

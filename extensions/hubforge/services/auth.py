@@ -363,6 +363,10 @@ class HubServiceApp(Application):
         """Extra tornado settings, visible to handlers as ``self.settings``."""
         return {}
 
+    async def after_listen(self) -> None:
+        """Work to do once the service answers (the hub waits only so long for that);
+        the default does nothing."""
+
     def make_app(self) -> web.Application:
         hub_auth = HubOAuth(parent=self, cache_max_age=self.identity_cache_seconds)
         return make_app(
@@ -376,6 +380,7 @@ class HubServiceApp(Application):
         server = HTTPServer(app, xheaders=True)
         server.listen(url.port or 80, url.hostname or "127.0.0.1")
         self.log.info("%s listening on %s%s", self.name, self.service_url.rstrip("/"), self.service_prefix)
+        IOLoop.current().add_callback(self.after_listen)
         try:
             with contextlib.suppress(KeyboardInterrupt):
                 IOLoop.current().start()
