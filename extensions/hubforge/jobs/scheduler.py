@@ -180,16 +180,17 @@ class Scheduler:
                             .where(Job.next_run_at <= now)).all()
             for job in due:
                 trigger = parse_trigger(job.trigger)
-                when = job.next_run_at
-                if isinstance(trigger, CronTrigger):
-                    job.next_run_at = naive(trigger.next_after(max(when, now).replace(tzinfo=UTC)))
-                else:
-                    job.next_run_at = None
-                self._queue(s, job, "cron", key=f"cron:{job.id}:{when.isoformat()}", scheduled_for=when)
-            try:
-                s.commit()
-            except IntegrityError:  # another copy fired it: its run stands
-                s.rollback()
+                job_id, when = job.id, job.next_run_at
+                following = naive(trigger.next_after(max(when, now).replace(tzinfo=UTC))) if isinstance(trigger, CronTrigger) else None
+                job.next_run_at = following
+                self._queue(s, job, "cron", key=f"cron:{job_id}:{when.isoformat()}", scheduled_for=when)
+                try:
+                    s.commit()
+                except IntegrityError:  # this firing exists (another copy made it): move on
+                    s.rollback()
+                    job = s.get(Job, job_id)
+                    job.next_run_at = following
+                    s.commit()
 
     def _queue(self, s, job: Job, trigger: str, *, key: str | None = None, scheduled_for=None,
                parameters: dict | None = None, attempt: int = 1, not_before=None, retry_of: int | None = None) -> Run:

@@ -11,7 +11,6 @@ saving changes; times are stored and compared in UTC.
 from __future__ import annotations
 
 import fnmatch
-import os
 import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,16 +69,13 @@ class WatchTrigger:
     @property
     def directory(self) -> str:
         """The fixed part of the pattern: the directory to list (relative to home)."""
-        parts = self.path.split("/")
-        fixed = []
-        for part in parts[:-1]:
-            if any(ch in part for ch in "*?["):
-                break
-            fixed.append(part)
-        return "/".join(fixed)
+        return self.path.rpartition("/")[0]
 
     def matches(self, relative: str) -> bool:
-        return fnmatch.fnmatchcase(relative, self.path)
+        """Whether `relative` (a path under home) is a file this trigger watches: in the
+        watched directory itself (not below it), its name matching the pattern."""
+        folder, _, name = relative.rpartition("/")
+        return folder == self.directory and fnmatch.fnmatchcase(name, self.path.rpartition("/")[2])
 
 
 Trigger = CronTrigger | OnceTrigger | WatchTrigger
@@ -114,10 +110,9 @@ def parse_trigger(data, field: str = "trigger") -> Trigger:
     parameter = data.get("parameter", "trigger_file")
     if not isinstance(parameter, str) or not parameter.isidentifier():
         raise InvalidJob(f"{field}.parameter", f"must be a Python identifier, got {parameter!r}")
-    trigger = WatchTrigger(path=normal, parameter=parameter)
-    if any(ch in trigger.directory for ch in "*?[") or os.sep != "/":
-        raise InvalidJob(f"{field}.path", "only the file name part may hold a pattern")
-    return trigger
+    if any(ch in normal.rpartition("/")[0] for ch in "*?["):
+        raise InvalidJob(f"{field}.path", "only the file name part may hold a pattern, like 'incoming/*.csv'")
+    return WatchTrigger(path=normal, parameter=parameter)
 
 
 def check_cron(expression, field: str = "trigger.cron") -> str:
