@@ -15,12 +15,32 @@ service's holds its hub token. A child sets the environment it needs itself.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
+
+PR_SET_PDEATHSIG = 1
 
 #: What the forkserver keeps of its parent's environment (see the module doc).
 KEPT_ENVIRONMENT = {"PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TZ", "HUBFORGE_ROOT"}
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Have the kernel send this process `signum` when its parent dies (Linux).
+
+    A hub service calls it at start: a hub killed without the chance to stop its
+    services (``kill -9``, the OOM killer) must not leave them running, holding ports
+    and forking jobs nobody sees. A forkserver calls it from its preload, so it follows
+    the service that started it. "Parent" is the *thread* that started the process:
+    start forkservers from the main thread.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the call: act on it now
+        os.kill(os.getpid(), signum)
 
 
 def _noop() -> None:
@@ -56,11 +76,13 @@ class Forkserver:
         p.close()
         self._warm = True
 
-    def fork(self, target: Callable, args: tuple, name: str) -> int:
-        """Fork a process running ``target(*args)``; returns its pid."""
+    def fork(self, target: Callable, args: tuple, name: str, daemon: bool = False) -> int:
+        """Fork a process running ``target(*args)``; returns its pid.
+
+        A `daemon` process is terminated, not waited for, when this process exits."""
         self.warm()
         self.reap()
-        p = self._ctx.Process(target=target, name=name, args=args)
+        p = self._ctx.Process(target=target, name=name, args=args, daemon=daemon)
         p.start()
         self._procs[p.pid] = p
         return p.pid

@@ -6,6 +6,8 @@ is a ``__main__`` module (see `hubforge.dask.launcher`).
 """
 
 from hubforge.dask.gateway import main
+from hubforge.forkserver import die_with_parent
 
 if __name__ == "__main__":
+    die_with_parent()  # stop with the hub, even a killed one
     main()

@@ -7,6 +7,11 @@ and the libraries nearly every computation needs. A missing optional one is skip
 
 import contextlib
 import importlib
+import signal
+
+from hubforge.forkserver import die_with_parent
+
+die_with_parent(signal.SIGKILL)  # the forkserver goes when the gateway goes
 
 import dask  # noqa: F401
 import dask.config  # noqa: F401

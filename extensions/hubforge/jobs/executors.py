@@ -61,6 +61,10 @@ class Slot:
     pid: int | None = None
     tasks: list = field(default_factory=list)
     killed: bool = False
+    on_kill: object = None
+
+    def __hash__(self) -> int:
+        return id(self)
 
     async def receive(self) -> dict | None:
         """The runner's next message; None when it closed the channel (it exited)."""
@@ -88,6 +92,8 @@ class Slot:
         if self.killed:
             return
         self.killed = True
+        if self.on_kill is not None:
+            self.on_kill(self)
         with contextlib.suppress(Exception):
             self.writer.close()
         try:
@@ -103,6 +109,7 @@ class Executor:
 
     def __init__(self, jobs_dir: Path):
         self.jobs_dir = jobs_dir
+        self.live: set[Slot] = set()
         self.slot_dir = jobs_dir / "slots"
         self.slot_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.slot_dir, 0o700)
@@ -122,8 +129,17 @@ class Executor:
         """The user's home on this machine, for watch triggers (None where unknown)."""
         return None
 
-    def close(self) -> None:
-        """Release the executor's own resources at service stop."""
+    def track(self, slot: Slot) -> Slot:
+        """Remember a started runner until it is killed (`aclose` kills what is left)."""
+        self.live.add(slot)
+        slot.on_kill = self.live.discard
+        return slot
+
+    async def aclose(self) -> None:
+        """Kill every runner still alive (service stop)."""
+        for slot in list(self.live):
+            with contextlib.suppress(Exception):
+                await slot.kill()
 
 
 async def _pump_log(stream: asyncio.StreamReader, path: Path) -> None:
@@ -193,10 +209,11 @@ class LocalExecutor(Executor):
         parent_channel, child_channel = socket.socketpair()
         parent_log, child_log = socket.socketpair()
         try:
-            pid = await asyncio.to_thread(
+            # Shielded: a fork cancelled half-way would leave a runner nobody knows about.
+            pid = await asyncio.shield(asyncio.to_thread(
                 self.forkserver.fork, forked_main,
-                (child_channel, child_log, kernel, run_as, groups, home, env), f"hubforge-run-{number}",
-            )
+                (child_channel, child_log, kernel, run_as, groups, home, env), f"hubforge-run-{number}", True,
+            ))
         except BaseException:
             for s in (parent_channel, child_channel, parent_log, child_log):
                 s.close()
@@ -205,8 +222,15 @@ class LocalExecutor(Executor):
             raise
         child_channel.close()
         child_log.close()
-        reader, writer = await asyncio.open_unix_connection(sock=parent_channel, limit=MAX_MESSAGE)
-        log_reader, log_writer = await asyncio.open_unix_connection(sock=parent_log)
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=parent_channel, limit=MAX_MESSAGE)
+            log_reader, log_writer = await asyncio.open_unix_connection(sock=parent_log)
+        except BaseException:  # cancelled: the runner must not outlive this
+            if groups:
+                await asyncio.shield(asyncio.to_thread(self.cgroups.kill_and_remove, groups))
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            raise
 
         async def kill():
             log_writer.close()
@@ -222,7 +246,7 @@ class LocalExecutor(Executor):
         slot = Slot(key=(owner, profile.slug, kernel), number=number, reader=reader, writer=writer,
                     log_path=log_path, kill_hook=kill, pid=pid)
         slot.tasks.append(asyncio.create_task(_pump_log(log_reader, log_path)))
-        return slot
+        return self.track(slot)
 
     async def sweep(self) -> None:
         """Kill and remove the control groups of runners of a previous service process."""
@@ -290,8 +314,8 @@ class ContainerExecutor(Executor):
                 proc.kill()
             await proc.wait()
 
-        return Slot(key=(owner, profile.slug, kernel), number=number, reader=proc.stdout, writer=proc.stdin,
-                    log_path=log_path, kill_hook=kill, pid=proc.pid)
+        return self.track(Slot(key=(owner, profile.slug, kernel), number=number, reader=proc.stdout,
+                               writer=proc.stdin, log_path=log_path, kill_hook=kill, pid=proc.pid))
 
     async def sweep(self) -> None:
         """Remove runner containers of a previous service process (by label)."""

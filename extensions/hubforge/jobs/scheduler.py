@@ -100,10 +100,10 @@ class Scheduler:
         await asyncio.gather(*self._tasks, *self.running.values(), *(t for ts in self.warm.values() for t in ts),
                              return_exceptions=True)
         await self._kill_warm()
+        await self.executor.aclose()
         if self.holding:
             with self.sessions() as s:
                 release_lease(s, LEASE, self.instance)
-        self.executor.close()
 
     def poke(self) -> None:
         """Wake the loop now (a job was created, a run queued or cancelled)."""

@@ -569,20 +569,22 @@ class JobsService(HubServiceApp):
     async def after_listen(self) -> None:
         """Start the runners' forkserver (seconds of imports) and then the scheduler.
 
-        After listening, because the hub gives a service only seconds to answer. The
-        forkserver starts from a thread; it scrubs this process's environment for the
-        moment it takes to start (see hubforge.forkserver), which is safe here because
-        nothing in this process reads the environment after `setup`.
+        After listening, because the hub gives a service only seconds to answer (requests
+        wait the few seconds the forkserver's imports take).
         """
         warm = getattr(self.scheduler.executor, "warm", None)
         if warm is not None:
-            await asyncio.to_thread(warm)
+            warm()  # in the main thread: the forkserver dies with the thread that started it
         await self.scheduler.start()
 
     async def _shutdown(self) -> None:
         log.info("jobs service stopping: runs in progress are stopped and will be recovered at the next start")
-        await self.scheduler.stop()
-        IOLoop.current().stop()
+        try:
+            await asyncio.wait_for(self.scheduler.stop(), 20)
+        except Exception:
+            log.exception("stopping the scheduler failed")
+        finally:
+            IOLoop.current().stop()
 
 
 def main(argv=None) -> None:

@@ -375,6 +375,9 @@ class HubServiceApp(Application):
         )
 
     def start(self) -> None:
+        from ..forkserver import die_with_parent
+
+        die_with_parent()  # stop with the hub, even a killed one
         app = self.make_app()
         url = urlparse(self.service_url)
         server = HTTPServer(app, xheaders=True)
