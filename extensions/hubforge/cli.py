@@ -1,8 +1,9 @@
 """The ``hubforge`` command.
 
 ``hubforge up`` starts the platform on the embedded default, ``hubforge profiles check``
-validates profile files, ``hubforge token`` makes an API token for automation, and
-``hubforge config-reference`` prints every setting. Each subcommand has ``--help``.
+validates profile files, ``hubforge token`` makes an API token for automation,
+``hubforge jobs`` manages scheduled notebooks, and ``hubforge config-reference`` prints
+every setting. Each subcommand has ``--help``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from .exceptions import HubForgeError
 from .helm.cli import register as register_helm_values
 from .images.cli import register as register_images
+from .jobs.cli import add_jobs_parser
 from .settings import REPO_ROOT, Settings
 
 HUB_CONFIG = REPO_ROOT / "hub_config" / "jupyterhub_config.py"
@@ -129,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_helm_values(sub)
     register_images(sub)
+    add_jobs_parser(sub)
 
     ref = sub.add_parser("config-reference", help="print the settings reference",
                          description=cmd_config_reference.__doc__)
