@@ -18,6 +18,7 @@ settings, declares its custom scopes and grants them, least privilege:
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..services import add_custom_scopes, free_port, grant_scopes
@@ -63,6 +64,11 @@ def service_config(settings, jobs: JobsSettings, profile_paths: list[str]) -> di
             "engine": "docker" if engine == "docker" else "podman",
             "home_volume_template": containers.get("home_volume_template", "hubforge-home-{username}"),
         }
+        if config["containers"]["engine"] == "podman":
+            from ..podman import podman_env
+
+            # Only what podman needs: the service's own environment holds its hub token.
+            config["containers"]["environ"] = podman_env(base={"PATH": os.environ.get("PATH", os.defpath)})
     return config
 
 

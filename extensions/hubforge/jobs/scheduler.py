@@ -262,8 +262,9 @@ class Scheduler:
         slot = await self.executor.start_slot(owner, profile, kernel)
         try:
             await slot.wait_ready(120)
-        except BaseException:
+        except BaseException as e:
             await slot.kill()
+            e.log_path = slot.log_path  # what the runner said, for the run's log
             raise
         return slot
 
@@ -287,7 +288,13 @@ class Scheduler:
         if self.settings.warm_kernels:
             self._warm_up(key)
         if slot is None:
-            slot = await asyncio.wait_for(self._start_ready(owner, profile, kernel), timeout)
+            deadline = time.monotonic() + timeout
+            try:
+                slot = await asyncio.wait_for(self._start_ready(owner, profile, kernel), timeout)
+            except RuntimeError as e:  # the runner died starting: once more, then give up
+                log.warning("a runner for %s failed to start (%s); starting another", owner, e)
+                slot = await asyncio.wait_for(self._start_ready(owner, profile, kernel),
+                                              max(0.1, deadline - time.monotonic()))
         return slot
 
     # --- dispatch -------------------------------------------------------------------
@@ -332,6 +339,9 @@ class Scheduler:
                 profile = self.profile_for(owner, profile_slug)
                 slot = await self._until(self.take_slot(owner, profile, kernel, timeout), deadline, cancel)
             except Exception as e:
+                start_log = getattr(e, "log_path", None)
+                if start_log is not None and start_log.exists():
+                    os.replace(start_log, self.log_path(run_id))
                 self.complete(run_id, *self._interrupted(e, cancel, timeout, f"could not start the run's kernel: {e}"))
                 return
             if slot.log_path.exists():
