@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import tempfile
-import time
 from pathlib import Path
 
 import nbformat
@@ -112,7 +111,6 @@ def test_kill_9_mid_run_then_restart(pg_hub):
     hub.stop()
     (home / "resume.ok").write_text("")
     os.chmod(home / "resume.ok", 0o644)
-    time.sleep(0.5)
     hub.start()
 
     wait_for(lambda: not alive(kernel), 60, what="the orphaned kernel to be killed at the service's start")

@@ -14,7 +14,8 @@ on purpose derives from :class:`HubForgeError`::
     ├── GPUUnavailable            a server needs more GPUs than are free
     ├── ImageBuildError           building a standard image failed (hubforge.images)
     ├── ServiceError              a HubForge service answered an error, or did not
-    │                             answer (hubforge.client: .status, .message)
+    │   │                         answer (hubforge.client: .status, .message)
+    │   └── JobsError             ... the jobs service (hubforge.jobs.client)
     ├── DataError                 a data connection could not be used; the message
     │   │                         names the connection, never a credential
     │   └── QueryTimeout          a query ran past the connection's timeout (504)

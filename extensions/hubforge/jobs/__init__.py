@@ -13,3 +13,37 @@ The service itself is :mod:`hubforge.jobs.service` (REST API and Jobs page) over
 :mod:`~hubforge.jobs.scheduler` (triggers, queue, runs), :mod:`~hubforge.jobs.executors`
 (local processes, containers) and :mod:`~hubforge.jobs.runner` (one notebook run).
 """
+
+from .client import (
+    JobsError,
+    cancel,
+    delete,
+    get_job,
+    get_run,
+    inspect,
+    list_jobs,
+    log,
+    output,
+    pause,
+    profiles,
+    resume,
+    run_now,
+    runs,
+    schedule,
+    update,
+    wait,
+)
+
+__all__ = [
+    "JobsError", "JobsWidget", "cancel", "delete", "get_job", "get_run", "inspect", "list_jobs", "log",
+    "output", "pause", "profiles", "resume", "run_now", "runs", "schedule", "update", "wait",
+]
+
+
+def __getattr__(name):
+    # The widget imports IPython and ipywidgets: only notebooks need them, not the service.
+    if name == "JobsWidget":
+        from .widgets import JobsWidget
+
+        return JobsWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

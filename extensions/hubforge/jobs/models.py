@@ -54,6 +54,9 @@ def job_json(job: Job, *, last_run: Run | None = None, include_notify: bool = Tr
         "next_run": iso(job.next_run_at),
         "last_run": run_json(last_run) if last_run is not None else None,
     }
+    if trigger.type == "watch":
+        # How many matching files the watch has seen (None before its first look).
+        model["watched_files"] = len(job.watch_state) if job.watch_state is not None else None
     if include_notify:
         model["notify"] = job.notify
     return model

@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import IO, Any
+from typing import IO
 
 #: Seconds between two snapshots of the output notebook sent during a run.
 SNAPSHOT_SECONDS = 2.0

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 import uuid
 from collections import defaultdict

@@ -49,7 +49,10 @@ class JobsHandlerMixin:
 
     @property
     def scheduler(self):
-        return self.settings["scheduler"]
+        try:
+            return self.settings["scheduler"]
+        except KeyError:  # listening already, still opening the database (see JobsService)
+            raise web.HTTPError(503, "the jobs service is starting; try again in a few seconds") from None
 
     @property
     def jobs(self) -> JobsSettings:
@@ -509,7 +512,13 @@ class JobsService(HubServiceApp):
         ]
 
     def web_settings(self) -> dict:
-        return self._web_settings
+        return {"jobs_prefix": self.service_prefix}
+
+    def make_app(self):
+        # Its settings are completed by `setup`, after the service listens (handlers
+        # answer 503 until then).
+        self._app = super().make_app()
+        return self._app
 
     def setup(self) -> None:
         """Read the configuration, open and upgrade the database, make the scheduler."""
@@ -549,14 +558,12 @@ class JobsService(HubServiceApp):
             executor = LocalExecutor(jobs_dir, **config.get("local", {}))
         self.scheduler = Scheduler(sessions(engine), executor, jobs, jobs_dir, profile_for)
         kernels = set(KernelSpecManager().find_kernel_specs())
-        self._web_settings = {
-            "scheduler": self.scheduler, "jobs_settings": jobs, "profile_set": profile_set, "kernels": kernels,
+        self._app.settings.update({
+            "jobs_settings": jobs, "profile_set": profile_set, "kernels": kernels,
             "validator": JobValidator(jobs, profile_set, kernels, watch_available=mode == "local"),
-            "jobs_prefix": self.service_prefix,
-        }
+        })
 
     def start(self) -> None:
-        self.setup()
         loop = IOLoop.current()
 
         def stop(*_):
@@ -567,20 +574,29 @@ class JobsService(HubServiceApp):
         super().start()
 
     async def after_listen(self) -> None:
-        """Start the runners' forkserver (seconds of imports) and then the scheduler.
+        """Open the database, start the runners' forkserver and the scheduler.
 
-        After listening, because the hub gives a service only seconds to answer (requests
-        wait the few seconds the forkserver's imports take).
+        After listening, because the hub gives a service only ten seconds to answer, and
+        on a busy machine imports and migrations can take longer; requests meanwhile get
+        503 "starting".
         """
+        try:
+            self.setup()
+        except Exception:
+            self.log.exception("the jobs service cannot start")
+            IOLoop.current().stop()
+            raise
         warm = getattr(self.scheduler.executor, "warm", None)
         if warm is not None:
             warm()  # in the main thread: the forkserver dies with the thread that started it
         await self.scheduler.start()
+        self._app.settings["scheduler"] = self.scheduler
 
     async def _shutdown(self) -> None:
         log.info("jobs service stopping: runs in progress are stopped and will be recovered at the next start")
         try:
-            await asyncio.wait_for(self.scheduler.stop(), 20)
+            if hasattr(self, "scheduler"):
+                await asyncio.wait_for(self.scheduler.stop(), 20)
         except Exception:
             log.exception("stopping the scheduler failed")
         finally:

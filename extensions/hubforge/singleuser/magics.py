@@ -14,6 +14,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from ..dask.magics import DaskMagics
 from ..data.magics import DataMagics
+from ..jobs.magics import JobsMagics
 from .info import ServerInfo, server_info
 
 
@@ -48,4 +49,4 @@ class HubForgeMagics(Magics):
         return ServerInfo(info)
 
 
-MAGICS: list[type[Magics]] = [HubForgeMagics, DataMagics, DaskMagics]
+MAGICS: list[type[Magics]] = [HubForgeMagics, DataMagics, DaskMagics, JobsMagics]
