@@ -101,7 +101,7 @@ def test_kill_9_mid_run_then_restart(pg_hub):
     wait_for(lambda: (home / "kernel.pid").exists(), 60, what="the run's kernel to start")
     kernel = int((home / "kernel.pid").read_text())
 
-    service = [p for p, cmd in descendants(hub.proc.pid).items() if "hubforge.jobs.service" in cmd]
+    service = [p for p, cmd in descendants(hub.proc.pid).items() if cmd.endswith("-m hubforge.jobs ")]
     assert len(service) == 1, service
     os.kill(service[0], signal.SIGKILL)
     wait_for(lambda: not alive(service[0]) or open(f"/proc/{service[0]}/stat").read().split()[2] == "Z", 10,

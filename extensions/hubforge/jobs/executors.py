@@ -256,9 +256,13 @@ class LocalExecutor(Executor):
         if not base.is_dir():
             return
         for group in base.iterdir():
-            if group.is_dir() and group.name.startswith("slot-") and not group.name.startswith(f"slot-{os.getpid()}-"):
-                left = await asyncio.to_thread(self.cgroups.kill_and_remove, [str(p) for p in self.cgroups.paths(group.name)])
-                log.info("removed %s, left by a previous jobs service%s", group.name, f" ({sorted(left)} survived)" if left else "")
+            if not (group.is_dir() and group.name.startswith("slot-")):
+                continue
+            owner_pid = group.name.split("-")[1]
+            if owner_pid.isdigit() and _alive(int(owner_pid)):
+                continue  # ours, or another live jobs service's (a second hub on this machine)
+            left = await asyncio.to_thread(self.cgroups.kill_and_remove, [str(p) for p in self.cgroups.paths(group.name)])
+            log.info("removed %s, left by a previous jobs service%s", group.name, f" ({sorted(left)} survived)" if left else "")
 
 
 class ContainerExecutor(Executor):
@@ -334,6 +338,16 @@ class ContainerExecutor(Executor):
                                                           stdout=asyncio.subprocess.DEVNULL,
                                                           stderr=asyncio.subprocess.DEVNULL, env=self.environ)
                 await rm.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def account_exists(prefix: str, owner: str) -> bool:

@@ -84,7 +84,7 @@ def configure_jobs_service(c, settings, services: list, roles: list) -> None:
     services.append({
         "name": SERVICE_NAME,
         "url": f"http://127.0.0.1:{free_port()}",
-        "command": [sys.executable, "-m", "hubforge.jobs.service"],
+        "command": [sys.executable, "-m", "hubforge.jobs"],
         "environment": environment,
         "oauth_client_allowed_scopes": [READ_SCOPE, WRITE_SCOPE],
         "oauth_no_confirm": True,

@@ -34,7 +34,8 @@ DISPLAY_PRIORITY = [
     "text/plain",
 ]
 
-# The lab template, minus every block that loads a script from a CDN.
+# The lab template, minus every block that loads a script from a CDN, and minus the
+# widget state at the end, which only a widget manager script would read.
 _TEMPLATE_NAME = "hubforge-sandboxed.html.j2"
 _TEMPLATE = """\
 {%- extends 'index.html.j2' -%}
@@ -42,6 +43,9 @@ _TEMPLATE = """\
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block footer -%}
+</html>
+{%- endblock footer -%}
 """
 
 _exporter = None
@@ -70,9 +74,16 @@ def _get_exporter():
 def _notebook_node(nb: dict):
     """A version-4 notebook node from `nb` (left unchanged), with an id on every cell."""
     import nbformat
+    from nbformat import versions
+    from nbformat.reader import get_version
 
-    node = nbformat.from_dict(copy.deepcopy(nb))
-    if node.get("nbformat") != nbformat.v4.nbformat:
+    major, minor = get_version(nb)
+    if major not in versions:
+        raise ValueError(f"not a valid notebook: unsupported nbformat version {major!r}")
+    # As nbformat reads a file: multi-line sources and outputs saved as lists of lines
+    # are joined, transient fields dropped.
+    node = versions[major].to_notebook_json(copy.deepcopy(nb), minor=minor)
+    if major != nbformat.v4.nbformat:
         node = nbformat.convert(node, nbformat.v4.nbformat)
     if node.get("nbformat_minor", 0) >= 5:
         # Cell ids are required from 4.5 on; a notebook written without them would make
@@ -99,10 +110,10 @@ def render_notebook_html(nb: dict, title: str | None = None) -> str:
         node = _notebook_node(nb)
     except (nbformat.ValidationError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"not a valid notebook: {e}") from e
-    if title is None:
-        input_path = (node.metadata.get("papermill") or {}).get("input_path") or ""
-        title = PurePosixPath(input_path).stem or "Output notebook"
-    resources = {"metadata": {"name": title}}
+    if title is not None:
+        node.metadata["title"] = title  # the template prefers it to the resources' name
+    input_path = (node.metadata.get("papermill") or {}).get("input_path") or ""
+    resources = {"metadata": {"name": PurePosixPath(input_path).stem or "Output notebook"}}
     with _exporter_lock:
         try:
             body, _ = _get_exporter().from_notebook_node(node, resources=resources)

@@ -190,7 +190,9 @@ def _fork_kernel(connection_file: str, close: list) -> int:
         os.close(devnull)
         from ipykernel.kernelapp import IPKernelApp
 
-        argv = ["-f", connection_file, "--HistoryManager.hist_file=:memory:", "--IPKernelApp.quiet=True"]
+        # parent_handle: the kernel exits when its runner does (ipykernel's parent poller).
+        argv = ["-f", connection_file, "--HistoryManager.hist_file=:memory:", "--IPKernelApp.quiet=True",
+                f"--IPKernelApp.parent_handle={os.getppid()}"]
         sys.argv = [sys.executable, "-m", "ipykernel_launcher", *argv]
         app = IPKernelApp.instance()
         app.initialize(argv)
@@ -276,11 +278,16 @@ def _engine(kc, channel, total_cells: list[int]):
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine
 
+    from jupyter_core.utils import run_sync
+
     class WarmClient(PapermillNotebookClient):
         async def async_start_new_kernel_client(self):
             self.kc = kc
             self.kc.allow_stdin = False
             return self.kc
+
+        # nbclient binds the synchronous wrapper to its own coroutine: rebind it here.
+        start_new_kernel_client = run_sync(async_start_new_kernel_client)
 
     class HubForgeEngine(NBClientEngine):
         @classmethod
@@ -437,7 +444,7 @@ def preload() -> None:
     """Import what every run needs once, in the forkserver (see hubforge.jobs.executors)."""
     import nbformat
     import papermill  # noqa: F401  (imported for the forks)
-    from ipykernel import kernelapp  # noqa: F401
+    from ipykernel import debugger, ipkernel, kernelapp  # noqa: F401  (the kernel's own start-up)
     from IPython.core import interactiveshell  # noqa: F401
     from jupyter_client.manager import AsyncKernelManager  # noqa: F401
 

@@ -226,6 +226,17 @@ class Scheduler:
             if not self.warm.get(key):
                 self._warm_up(key)
 
+    def _top_up(self, key: tuple) -> None:
+        """Keep ``warm_runners`` (at most the per-user limit) warm runners for `key`."""
+        if not self.settings.warm_kernels:
+            return
+        wanted = min(self.settings.warm_runners, self.settings.max_concurrent_runs_per_user)
+        while len(self.warm.get(key, [])) < wanted:
+            before = len(self.warm.get(key, []))
+            self._warm_up(key)
+            if len(self.warm.get(key, [])) == before:  # the profile failed to resolve
+                return
+
     def _warm_up(self, key: tuple) -> None:
         owner, profile_slug, kernel = key
         try:
@@ -284,8 +295,7 @@ class Scheduler:
                 log.warning("a warm runner for %s failed: %s", owner, e)
                 await self._discard(task)
                 slot = None
-        if self.settings.warm_kernels:
-            self._warm_up(key)
+        self._top_up(key)
         if slot is None:
             deadline = time.monotonic() + timeout
             try:

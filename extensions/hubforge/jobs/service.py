@@ -1,7 +1,7 @@
 """The ``jobs`` hub service: scheduled notebooks, their REST API and the Jobs page.
 
-The hub starts it (see :mod:`hubforge.jobs.hubconfig`) as ``python -m
-hubforge.jobs.service`` with its settings in ``HUBFORGE_JOBS_CONFIG`` (JSON). At start
+The hub starts it (see :mod:`hubforge.jobs.hubconfig`) as ``python -m hubforge.jobs``
+(see ``__main__.py`` for why) with its settings in ``HUBFORGE_JOBS_CONFIG`` (JSON). At start
 it upgrades its database (Alembic), starts the executor's forkserver and the scheduler
 (:mod:`hubforge.jobs.scheduler`), and serves the API documented in docs/jobs.md under
 ``/services/jobs/``. Scopes: ``custom:hubforge:jobs:read`` and
@@ -18,7 +18,6 @@ import logging
 import os
 import posixpath
 import signal
-import sys
 from pathlib import Path
 
 from sqlalchemy import select
@@ -278,7 +277,7 @@ class RunOutputHandler(JobsHandlerMixin, APIHandler):
     """``GET api/runs/<id>/output`` (ipynb), ``output.html`` (rendered, sandboxed), ``log``."""
 
     @requires_scopes(READ_SCOPE)
-    def get(self, run_id, what):
+    async def get(self, run_id, what):
         with self.scheduler.sessions() as s:
             run = self.find_run(s, run_id)
             job_name = run.job.name
@@ -295,7 +294,7 @@ class RunOutputHandler(JobsHandlerMixin, APIHandler):
         if what == "output.html":
             from .render import render_notebook_html
 
-            html = render_notebook_html(json.loads(path.read_bytes()))
+            html = await asyncio.to_thread(lambda: render_notebook_html(json.loads(path.read_bytes())))
             # Outputs are the user's: no script runs and the page gets an origin of its own.
             self.set_header("Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:")
             self.set_header("X-Content-Type-Options", "nosniff")
@@ -605,7 +604,3 @@ class JobsService(HubServiceApp):
 
 def main(argv=None) -> None:
     JobsService.launch_instance(argv)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

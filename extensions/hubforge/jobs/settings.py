@@ -82,6 +82,13 @@ class JobsSettings(Configurable):
         takes to start. Default true. Warm kernels take memory: about 60 MB each.""",
     ).tag(config=True)
 
+    warm_runners = Integer(
+        2,
+        help="""Warm runners kept per user, profile and kernel while they are in use (at
+        most ``max_concurrent_runs_per_user``), so that runs started together each find
+        one. Default 2.""",
+    ).tag(config=True)
+
     warm_idle_seconds = Float(
         300,
         help="""Seconds a warm kernel waits for a run before it is stopped. Default 300.
