@@ -239,8 +239,42 @@ def start_kernel(kernel_name: str, close: list | None = None, cwd: str | None = 
         run_sync(km.start_kernel)(cwd=cwd or os.getcwd(), extra_arguments=["--HistoryManager.hist_file=:memory:"])
     kc = km.client()
     kc.start_channels()
-    run_sync(kc.wait_for_ready)(timeout=60)
+    run_sync(wait_ready)(kc, 60)
     return km, kc
+
+
+async def wait_ready(kc, timeout: float) -> None:
+    """Wait until the kernel answers on shell and its IOPub reaches us.
+
+    Like jupyter_client's ``wait_for_ready``, without its final 0.2 s wait for IOPub to
+    go quiet: the first IOPub message proves the subscription is up (no output of the
+    first cell can be lost), and stray status messages are ignored by nbclient, which
+    matches replies to its own requests.
+    """
+    import asyncio
+    from queue import Empty
+
+    deadline = time.monotonic() + timeout
+    while True:
+        msg_id = kc.kernel_info()
+        try:
+            reply = await kc.get_shell_msg(timeout=1)
+        except Empty:
+            if not await kc.is_alive():
+                raise RuntimeError("the kernel died while starting") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the kernel did not answer within {timeout:g} s") from None
+            continue
+        if reply["parent_header"].get("msg_id") == msg_id:
+            break
+    while time.monotonic() < deadline:
+        try:
+            await kc.get_iopub_msg(timeout=1)
+            return
+        except Empty:
+            msg_id = kc.kernel_info()  # provoke a status message
+            await asyncio.sleep(0)
+    raise TimeoutError(f"the kernel's output channel did not connect within {timeout:g} s")
 
 
 def prepare_kernel(kc, cwd: str, env: dict[str, str]) -> None:

@@ -227,10 +227,10 @@ class Scheduler:
                 self._warm_up(key)
 
     def _top_up(self, key: tuple) -> None:
-        """Keep ``warm_runners`` (at most the per-user limit) warm runners for `key`."""
+        """Keep ``warm_runners`` (at most the per-user limit + 1) warm runners for `key`."""
         if not self.settings.warm_kernels:
             return
-        wanted = min(self.settings.warm_runners, self.settings.max_concurrent_runs_per_user)
+        wanted = min(self.settings.warm_runners, self.settings.max_concurrent_runs_per_user + 1)
         while len(self.warm.get(key, [])) < wanted:
             before = len(self.warm.get(key, []))
             self._warm_up(key)

@@ -83,10 +83,11 @@ class JobsSettings(Configurable):
     ).tag(config=True)
 
     warm_runners = Integer(
-        2,
+        3,
         help="""Warm runners kept per user, profile and kernel while they are in use (at
-        most ``max_concurrent_runs_per_user``), so that runs started together each find
-        one. Default 2.""",
+        most ``max_concurrent_runs_per_user`` + 1), so that runs started together, or
+        back to back, each find one ready. Default 3; each takes about 60 MB while it
+        waits (``warm_idle_seconds``).""",
     ).tag(config=True)
 
     warm_idle_seconds = Float(
