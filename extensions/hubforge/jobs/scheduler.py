@@ -361,7 +361,7 @@ class Scheduler:
             if isinstance(trigger, WatchTrigger) and trigger.parameter in parameters:
                 env["HUBFORGE_TRIGGER_FILE"] = str(parameters[trigger.parameter])
             await slot.send({"command": "run", "run_id": run_id, "notebook": notebook, "parameters": parameters,
-                             "cwd": cwd, "env": env, "input_path": notebook_path,
+                             "cwd": cwd, "env": env, "input_path": notebook_path, "timeout": timeout,
                              "output_path": f"jobs/runs/{run_id}.ipynb"})
             try:
                 done = await self._until(self._follow(run_id, slot), deadline, cancel)

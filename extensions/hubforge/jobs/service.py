@@ -493,6 +493,7 @@ class JobsService(HubServiceApp):
         return os.environ.get("HUBFORGE_JOBS_CONFIG", "{}")
 
     def handlers(self) -> list[tuple]:
+        from .kubernetes import RunnerReportHandler
         from .page import JobsPage
 
         return [
@@ -508,7 +509,17 @@ class JobsService(HubServiceApp):
             (r"api/inspect", InspectHandler),
             (r"api/profiles", ProfilesHandler),
             (r"api/openapi.json", OpenAPIHandler),
+            (r"api/runner/(\d+)", RunnerReportHandler),
         ]
+
+    def listen_address(self) -> tuple[str, int]:
+        """``$HUBFORGE_JOBS_BIND`` (``host:port``) when set: on Kubernetes the service
+        listens on all interfaces of the hub's pod, where runs' pods reach it."""
+        bind = os.environ.get("HUBFORGE_JOBS_BIND", "")
+        if bind:
+            host, _, port = bind.rpartition(":")
+            return host or "0.0.0.0", int(port)
+        return super().listen_address()
 
     def web_settings(self) -> dict:
         return {"jobs_prefix": self.service_prefix}
@@ -553,6 +564,12 @@ class JobsService(HubServiceApp):
         mode = config.get("mode", "local")
         if mode == "containers":
             executor = ContainerExecutor(jobs_dir, **config.get("containers", {}))
+        elif mode == "kubernetes":
+            from .kubernetes import KubernetesExecutor
+
+            jobs.warm_kernels = False  # a run is a pod: nothing to keep warm
+            executor = KubernetesExecutor(jobs_dir, profile_paths=config["profiles"], **config.get("kubernetes", {}))
+            self._app.settings["remote_executor"] = executor
         else:
             executor = LocalExecutor(jobs_dir, **config.get("local", {}))
         self.scheduler = Scheduler(sessions(engine), executor, jobs, jobs_dir, profile_for)

@@ -363,6 +363,11 @@ class HubServiceApp(Application):
         """Extra tornado settings, visible to handlers as ``self.settings``."""
         return {}
 
+    def listen_address(self) -> tuple[str, int]:
+        """``(host, port)`` to listen on: `service_url`'s."""
+        url = urlparse(self.service_url)
+        return url.hostname or "127.0.0.1", url.port or 80
+
     async def after_listen(self) -> None:
         """Work to do once the service answers (the hub waits only so long for that);
         the default does nothing."""
@@ -379,9 +384,9 @@ class HubServiceApp(Application):
 
         die_with_parent()  # stop with the hub, even a killed one
         app = self.make_app()
-        url = urlparse(self.service_url)
+        host, port = self.listen_address()
         server = HTTPServer(app, xheaders=True)
-        server.listen(url.port or 80, url.hostname or "127.0.0.1")
+        server.listen(port, host)
         self.log.info("%s listening on %s%s", self.name, self.service_url.rstrip("/"), self.service_prefix)
         IOLoop.current().add_callback(self.after_listen)
         try:
