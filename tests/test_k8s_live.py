@@ -106,3 +106,45 @@ async def test_a_profile_pod_runs_on_the_cluster(core, namespace):
     assert limits["cpu"] in ("500m", "0.5")
     assert running.spec.volumes[0].persistent_volume_claim.claim_name == "claim-hubforge-live"
     await asyncio.wait_for(core.delete_namespaced_pod(pod["metadata"]["name"], namespace), API_TIMEOUT)
+
+
+@pytest.mark.timeout(900)
+async def test_a_jobs_run_executes_as_a_kubernetes_job(core, namespace, tmp_path):
+    """The jobs service's Kubernetes executor: a Secret and a Job from the user's server
+    pod for the profile, the runner executing the notebook with papermill in the image.
+    The service itself is not in the cluster here, so the runner's reports go nowhere;
+    the pod's log shows the execution, and the executor deletes the Job and Secret."""
+    import json
+
+    import nbformat
+    from kubernetes_asyncio import client
+
+    from hubforge.jobs.kubernetes import KubernetesExecutor
+    from hubforge.k8s.jobs import run_object_name
+    from hubforge.profiles.resolve import ResolvedProfile
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("n = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print('live run', n * 7)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    executor = KubernetesExecutor(tmp_path, namespace=namespace, profile_paths=[str(p) for p in PROFILES],
+                                  service_url="http://127.0.0.1:9/services/jobs/", api=core.api_client)
+    slot = await executor.start_slot("hubforge-live", ResolvedProfile(slug="cpu-small", display_name="CPU"), "python3")
+    await slot.send({"command": "run", "run_id": 1, "notebook": json.loads(nbformat.writes(nb)),
+                     "parameters": {"n": 6}, "env": {}, "input_path": "live.ipynb", "timeout": 600})
+    name = run_object_name(1)
+    batch = client.BatchV1Api(core.api_client)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + float(os.environ.get("HUBFORGE_K8S_TEST_TIMEOUT", "300")) + 120
+    while loop.time() < deadline:
+        job = await asyncio.wait_for(batch.read_namespaced_job(name, namespace), API_TIMEOUT)
+        if job.status.succeeded or job.status.failed:
+            break
+        await asyncio.sleep(3)
+    pods = await core.list_namespaced_pod(namespace, label_selector=f"job-name={name}")
+    logs = await core.read_namespaced_pod_log(pods.items[0].metadata.name, namespace)
+    assert "live run 42" in logs
+    await slot.kill()
+    assert "live run 42" in slot.log_path.read_text()
+    with pytest.raises(client.ApiException):
+        await core.read_namespaced_secret(name, namespace)
