@@ -71,7 +71,7 @@ class JSONText(TypeDecorator):
 
 
 class Base(DeclarativeBase):
-    pass
+    """The jobs database's tables (Alembic compares its metadata with the migrations)."""
 
 
 class Job(Base):
