@@ -229,3 +229,62 @@ async def test_a_bad_option_fails_as_the_spawner_does(options, field):
     assert job_error.value.status_code == spawn_error.value.status_code == 400
     assert job_error.value.log_message == spawn_error.value.log_message
     assert job_error.value.log_message.startswith(f"user_options[{field!r}]")
+
+
+# --- the jobs service's hub configuration in mode kubernetes ------------------------------
+#
+# The service runs in the hub's pod; the hub's config (hub.extraConfig on the chart, or
+# HubForge's own hub config) tells it where it listens, how the hub and run pods reach it
+# and which namespace its Jobs go in.
+
+
+def _configure(monkeypatch, tmp_path, env: dict, **settings_kw):
+    from hubforge.jobs.hubconfig import configure_jobs_service
+    from hubforge.settings import Settings
+
+    for name in ("POD_IP", "POD_NAMESPACE", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
+                 "HUBFORGE_JOBS_DB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(source=str(tmp_path / "hubforge.yaml"), data_dir=str(tmp_path / "data"),
+                        profiles=[str(p) for p in PROFILES], **settings_kw)
+    c, services, roles = Config(), [], []
+    configure_jobs_service(c, settings, services, roles)
+    (service,) = services
+    return service, json.loads(service["environment"]["HUBFORGE_JOBS_CONFIG"])
+
+
+def test_without_the_pods_ip_the_hub_knows_the_service_by_the_hubs_service_name(monkeypatch, tmp_path):
+    service, config = _configure(monkeypatch, tmp_path, {}, mode="kubernetes",
+                                 bind_url="http://0.0.0.0:8000/@/space%20word/")
+    assert service["url"] == "http://hub:10102"
+    assert service["environment"]["HUBFORGE_JOBS_BIND"] == "0.0.0.0:10102"
+    # HubForge's own hub config: the base URL is bind_url's path.
+    assert config["kubernetes"] == {"namespace": "default",
+                                    "service_url": "http://hub:10102/@/space%20word/services/jobs/",
+                                    "spawner_config": {}}  # this hub config sets no KubeSpawner options
+    assert not {"KUBERNETES_SERVICE_HOST", "HUBFORGE_JOBS_DB_URL"} & set(service["environment"])
+
+
+def test_an_ipv6_pod_listens_on_ipv6(monkeypatch, tmp_path):
+    service, _ = _configure(monkeypatch, tmp_path, {"POD_IP": "fd00:10:244::17"}, mode="kubernetes")
+    assert service["url"] == "http://[fd00:10:244::17]:10102"
+    host, _, port = service["environment"]["HUBFORGE_JOBS_BIND"].rpartition(":")
+    assert (host, port) == ("::", "10102")
+
+
+def test_the_settings_file_db_url_gives_way_to_the_hubs_environment(monkeypatch, tmp_path):
+    service, _ = _configure(monkeypatch, tmp_path, {}, mode="kubernetes", jobs={"db_url": "sqlite:////x.sqlite"})
+    assert service["environment"]["HUBFORGE_JOBS_DB_URL"] == "sqlite:////x.sqlite"
+    service, _ = _configure(monkeypatch, tmp_path, {"HUBFORGE_JOBS_DB_URL": "postgresql://db/jobs"},
+                            mode="kubernetes", jobs={"db_url": "sqlite:////x.sqlite"})
+    assert service["environment"]["HUBFORGE_JOBS_DB_URL"] == "postgresql://db/jobs"
+
+
+def test_local_mode_is_unchanged(monkeypatch, tmp_path):
+    env = {"POD_IP": "10.42.0.17", "KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    service, config = _configure(monkeypatch, tmp_path, env, mode="local", local={"isolation": "shared"})
+    assert service["url"].startswith("http://127.0.0.1:")
+    assert set(service["environment"]) == {"HUBFORGE_JOBS_CONFIG"}
+    assert config["mode"] == "local" and "kubernetes" not in config

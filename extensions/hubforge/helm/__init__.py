@@ -1,7 +1,8 @@
 """Helm values for running HubForge on Kubernetes, generated from the platform's files.
 
 :mod:`.values` turns ``spawner_profiles/`` and the platform settings into values for
-the Zero to JupyterHub chart and the dask-gateway chart; :mod:`.cli` is the
+the Zero to JupyterHub chart and the dask-gateway chart, with :mod:`.jobs`'s part for the
+scheduled-jobs service (values, and the RBAC manifest ``jobs-rbac.yaml``); :mod:`.cli` is the
 ``hubforge helm-values`` command that writes (or checks) ``helm-values/``. See
 docs/kubernetes.md.
 """

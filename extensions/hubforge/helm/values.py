@@ -16,6 +16,12 @@ values key                    comes from
 ``cull``                      ``idle_timeout`` and ``cull_every`` (jupyterhub-idle-culler)
 ``prePuller.extraImages``     every image a profile or a listed option choice names
 ``singleuser.storage``        the Kubernetes spawner's per-user home PVC
+``hub.service.extraPorts``,   the ``jobs:`` settings (:mod:`hubforge.helm.jobs`): the jobs
+``hub.networkPolicy``...      service in the hub's pod on port 10102, reachable by run
+                              pods, user servers and the proxy; its ``hub.extraConfig``
+                              entry; nothing when ``jobs.enabled`` is false
+``jobs-rbac.yaml``            not chart values: the Role and RoleBinding the jobs service
+                              needs, for ``kubectl apply``
 dask-gateway ``gateway``      JupyterHub auth against this hub; the CPU profiles' images;
                               the ``dask:`` settings (:mod:`hubforge.dask.settings`): cluster
                               options bounded by each user's limits, clusters per user,
@@ -46,9 +52,11 @@ from traitlets.config import Config
 from .. import __version__
 from ..exceptions import ConfigError
 from ..dask.settings import DaskSettings, Limits
+from ..jobs.settings import JobsSettings
 from ..profiles import load_profiles, to_kubespawner_profile_list
 from ..settings import REPO_ROOT, Settings
 from ..spawners.kubernetes import HOME_CAPACITY, HOME_MOUNT_PATH, HOME_PVC_NAME_TEMPLATE, HOME_VOLUME_NAME
+from .jobs import JOBS_RBAC_FILE, RBAC_DISABLED, RBAC_HEADER, RBAC_NAME, jobs_chart_values, jobs_rbac
 
 #: Generated file name -> (chart, chart version) it is for.
 CHARTS = {
@@ -88,7 +96,11 @@ COMMENTS = {
     "hub.config": "Sign-up with bcrypt-hashed passwords and admin approval, as on the local hub.",
     "hub.extraFiles": "The profile files: the hub validates user_options and renders the spawn form\n"
     "from them.",
-    "hub.extraConfig": "HubForge's spawner and NativeAuthenticator's pages.",
+    "hub.extraConfig": "HubForge's spawner and NativeAuthenticator's pages; the jobs service (jobs:).",
+    "hub.extraEnv": "The pod's IP: the hub's address for the jobs service running in this pod.",
+    "hub.service": "The jobs service's port (10102) on the hub's Service, for run pods' reports.",
+    "hub.networkPolicy": "Run pods, user servers and the proxy may reach the jobs service on 10102.",
+    "singleuser.networkPolicy": "Notebooks call the jobs service in the hub's pod directly, on 10102.",
     "hub.services": "dask-gateway (dask-gateway.yaml) behind the hub's proxy at /services/dask-gateway.",
     "hub.loadRoles": "Users may use the dask-gateway service.",
     "singleuser.storage": "One home PVC per user, shared by their named servers.",
@@ -105,6 +117,7 @@ COMMENTS = {
     "gateway.extraConfig": "HubForge's Dask limits (dask: in the platform settings): cluster options\n"
     "bounded by each user's limits, workers per cluster, clusters per user.",
     "traefik": "Reached through the hub's proxy at /services/dask-gateway, not from outside.",
+    "proxy": "The proxy routes /services/jobs/ to the jobs service in the hub's pod, on 10102.",
 }
 
 #: What a generated file says when its chart has no values: not to install it.
@@ -522,12 +535,26 @@ def jupyterhub_values(settings: Settings) -> dict[str, Any]:
             "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
         }
     singleuser["profileList"] = to_kubespawner_profile_list(profile_set)
-    return {
+    values = {
         "hub": hub,
         "singleuser": singleuser,
         "prePuller": {"pullProfileListImages": False, "extraImages": images},
         "cull": cull,
     }
+    return _merge(values, jobs_chart_values(settings, HUB_PROFILES_DIR, _settings_source(settings)))
+
+
+def _merge(values: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`values` with `extra`'s keys added, maps merged (no key is set by both)."""
+    merged = dict(values)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        elif key in merged:
+            raise ValueError(f"values key {key!r} set twice")
+        else:
+            merged[key] = value
+    return merged
 
 
 def _settings_source(settings: Settings) -> str:
@@ -645,6 +672,11 @@ def render(values: dict[str, Any], chart: str, version: str, sources: list[str])
     return "".join(out)
 
 
+def render_manifests(objects: list[dict[str, Any]], header: str) -> str:
+    """Kubernetes objects as one multi-document YAML file, after `header`."""
+    return header + "".join("---\n" + _dump(obj, 0) for obj in objects)
+
+
 def generate(settings: Settings) -> dict[str, str]:
     """File name -> content of every file in ``helm-values/``."""
     sources = [_display_path(settings.resolve_path(p)) for p in settings.profiles]
@@ -655,6 +687,11 @@ def generate(settings: Settings) -> dict[str, str]:
         values = builders[name](settings)
         # A file for each chart even when it has no values, so --check still sees it.
         files[name] = render(values, chart, version, sources) + ("" if values else NO_VALUES[name])
+    header = RBAC_HEADER.format(sources=_settings_source(settings))
+    if JobsSettings.from_settings(settings).enabled:
+        files[JOBS_RBAC_FILE] = render_manifests(jobs_rbac(), header)
+    else:
+        files[JOBS_RBAC_FILE] = header + RBAC_DISABLED.format(name=RBAC_NAME)
     return files
 
 
@@ -689,6 +726,7 @@ __all__ = [
     "profile_files",
     "profile_images",
     "render",
+    "render_manifests",
     "stale_files",
     "write",
 ]

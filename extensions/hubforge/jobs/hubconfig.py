@@ -13,6 +13,17 @@ settings, declares its custom scopes and grants them, least privilege:
   the page pauses, runs and deletes, with JupyterHub's XSRF protection on every change.
 * The service itself needs no role: the hub tells it the caller's name, groups and admin
   flag when it checks a token; runs need no hub token at all.
+
+In mode ``kubernetes`` (the hub pod of the Zero to JupyterHub chart, configured by
+``hub.extraConfig``, see :mod:`hubforge.helm.values`) the service runs in the hub's pod
+and each run is a Job in the hub's namespace. Its port is fixed, :data:`KUBERNETES_PORT`,
+because pods elsewhere reach it through the chart's ``hub`` Service (which the generated
+values extend with that port): run pods report to ``http://hub:10102<base_url>services/jobs/``.
+The service listens on all the pod's interfaces (:data:`BIND_ENV`); the URL the hub
+knows it by is the pod's own IP (:data:`POD_IP_ENV`), not the Service: as it starts,
+the hub tries a managed service at its URL for about ten seconds and exits if it gets no
+answer, while the ``hub`` Service sends nothing to the hub's pod before its readiness
+probe passes (and then only if the cluster routes a pod's traffic back to itself).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from urllib.parse import urlparse
 
 from ..services import add_custom_scopes, free_port, grant_scopes
 from .service import READ_SCOPE, WRITE_SCOPE
@@ -36,9 +48,42 @@ CUSTOM_SCOPES = {
 }
 USER_SCOPES = [READ_SCOPE, WRITE_SCOPE, ACCESS_SCOPE, f"read:services!service={SERVICE_NAME}"]
 
+#: The service's port in the hub's pod on Kubernetes (exposed by the hub's Service).
+KUBERNETES_PORT = 10102
+#: Zero to JupyterHub's Service in front of the hub's pod: what run pods connect to.
+KUBERNETES_HUB_HOST = "hub"
+#: ``host:port`` the service listens on when set (``hubforge.jobs.service``).
+BIND_ENV = "HUBFORGE_JOBS_BIND"
+#: The hub pod's IP (the chart values set it from the downward API); the hub's URL for
+#: the service, which the proxy routes to and notebooks call.
+POD_IP_ENV = "POD_IP"
+#: The hub pod's namespace; Zero to JupyterHub sets it on the hub.
+NAMESPACE_ENV = "POD_NAMESPACE"
+#: The hub's variables the service needs on Kubernetes: the in-cluster API address
+#: (a hub-managed service gets only the variables it is given), and the jobs database's
+#: URL when the site values set it from a Secret (``hub.extraEnv``).
+KUBERNETES_PASSED_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "HUBFORGE_JOBS_DB_URL")
 
-def service_config(settings, jobs: JobsSettings, profile_paths: list[str]) -> dict:
-    """The service's configuration (JSON-able), from the platform settings."""
+
+def kubernetes_service_url(base_url: str = "/") -> str:
+    """The service's base URL for run pods: ``http://hub:10102<base_url>services/jobs/``."""
+    prefix = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
+    return f"http://{KUBERNETES_HUB_HOST}:{KUBERNETES_PORT}{prefix}services/{SERVICE_NAME}/"
+
+
+def _hub_base_url(c, settings) -> str:
+    # The chart sets c.JupyterHub.base_url (hub.baseUrl); HubForge's own hub config sets
+    # bind_url, whose path JupyterHub takes as the base URL.
+    return c.JupyterHub.get("base_url") or urlparse(settings.bind_url).path or "/"
+
+
+def service_config(settings, jobs: JobsSettings, profile_paths: list[str], base_url: str = "/") -> dict:
+    """The service's configuration (JSON-able), from the platform settings.
+
+    In mode ``kubernetes`` its ``kubernetes`` section holds the executor's arguments:
+    ``namespace`` (the hub pod's, ``$POD_NAMESPACE``, else ``default``) and
+    ``service_url`` (:func:`kubernetes_service_url` of the hub's ``base_url``).
+    """
     from ..dask.hubconfig import isolation_for
 
     data_dir = settings.resolve_path(settings.data_dir)
@@ -69,21 +114,65 @@ def service_config(settings, jobs: JobsSettings, profile_paths: list[str]) -> di
 
             # Only what podman needs: the service's own environment holds its hub token.
             config["containers"]["environ"] = podman_env(base={"PATH": os.environ.get("PATH", os.defpath)})
+    elif settings.mode == "kubernetes":
+        config["kubernetes"] = {
+            "namespace": os.environ.get(NAMESPACE_ENV) or "default",
+            "service_url": kubernetes_service_url(base_url),
+        }
     return config
+
+
+def spawner_config(c) -> dict:
+    """The hub's ``c.KubeSpawner`` / ``c.HubForgeKubeSpawner`` settings that are plain data,
+    so a run's pod gets what the chart gives a server's (tolerations of dedicated nodes,
+    ``singleuser.extraEnv``, uid and fsGid, pull secrets, the storage settings). Callables
+    (hooks, KubeSpawner's ``modify_pod_hook``) cannot cross into the service and are left out."""
+    kept: dict[str, dict] = {}
+    for section in ("KubeSpawner", "HubForgeKubeSpawner"):
+        if section not in c:
+            continue
+        for key, value in c[section].items():
+            if key in ("profile_list", "profile_paths"):  # HubForge's profile files decide
+                continue
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                continue
+            kept.setdefault(section, {})[key] = value
+    return kept
+
+
+def _kubernetes_address() -> tuple[str, str]:
+    """The service's URL for the hub, and the address it listens on, in the hub's pod."""
+    pod_ip = os.environ.get(POD_IP_ENV, "")
+    if ":" in pod_ip:  # an IPv6-first cluster: listen on "::"
+        return f"http://[{pod_ip}]:{KUBERNETES_PORT}", f":::{KUBERNETES_PORT}"
+    # Without the pod's IP (values other than HubForge's), the Service name: it works
+    # once the hub's pod is ready, which the hub does not wait for at start.
+    host = pod_ip or KUBERNETES_HUB_HOST
+    return f"http://{host}:{KUBERNETES_PORT}", f"0.0.0.0:{KUBERNETES_PORT}"
 
 
 def configure_jobs_service(c, settings, services: list, roles: list) -> None:
     """Add the ``jobs`` service to `services`, its scopes to `roles` and to `c`."""
     jobs = JobsSettings.from_settings(settings)
-    if not jobs.enabled or settings.mode == "kubernetes":
+    if not jobs.enabled:
         return
     profile_paths = [str(settings.resolve_path(p)) for p in settings.profiles]
-    environment = {"HUBFORGE_JOBS_CONFIG": json.dumps(service_config(settings, jobs, profile_paths))}
+    config = service_config(settings, jobs, profile_paths, _hub_base_url(c, settings))
+    if settings.mode == "kubernetes":
+        config["kubernetes"]["spawner_config"] = spawner_config(c)
+    environment = {"HUBFORGE_JOBS_CONFIG": json.dumps(config)}
     if jobs.db_url:
         environment["HUBFORGE_JOBS_DB_URL"] = jobs.db_url
+    if settings.mode == "kubernetes":
+        url, environment[BIND_ENV] = _kubernetes_address()
+        environment.update({name: os.environ[name] for name in KUBERNETES_PASSED_ENV if os.environ.get(name)})
+    else:
+        url = f"http://127.0.0.1:{free_port()}"
     services.append({
         "name": SERVICE_NAME,
-        "url": f"http://127.0.0.1:{free_port()}",
+        "url": url,
         "command": [sys.executable, "-m", "hubforge.jobs"],
         "environment": environment,
         "oauth_client_allowed_scopes": [READ_SCOPE, WRITE_SCOPE],

@@ -67,11 +67,15 @@ class KubernetesExecutor(Executor):
     """Creates a Secret and a Job per run in `namespace` (see the module doc)."""
 
     def __init__(self, jobs_dir: Path, *, namespace: str = "default", service_url: str = "",
-                 profile_paths: list[str] | None = None, api=None):
+                 profile_paths: list[str] | None = None, spawner_config: dict | None = None, api=None):
+        from traitlets.config import Config
+
         super().__init__(jobs_dir)
         self.namespace = namespace
         self.service_url = service_url
         self.profile_paths = list(profile_paths or [])
+        #: The hub's KubeSpawner settings (see hubforge.jobs.hubconfig.spawner_config).
+        self.spawner_config = Config(spawner_config or {})
         self._api = api
         #: run id -> (sha256 of its token, slot)
         self.remote: dict[int, tuple[bytes, RemoteSlot]] = {}
@@ -109,9 +113,17 @@ class KubernetesExecutor(Executor):
             if cell.get("cell_type") == "code":
                 cell["outputs"], cell["execution_count"] = [], None
         run_input = {**command, "notebook": notebook, "kernel": slot.kernel, "cwd": None}
+        from ..profiles import load_profiles
+
+        # Access to the profile was checked with the owner's groups when the job was saved.
+        profile = load_profiles(self.profile_paths).get(slot.profile)
+        groups = (profile.allowed_groups or ()) if profile is not None else ()
+        config = self.spawner_config.copy()
+        config.HubForgeKubeSpawner.namespace = self.namespace
         job = await make_run_job(self.profile_paths, {"profile": slot.profile}, slot.owner, run_id=slot.run_id,
                                  job_name=str(command.get("input_path") or ""), service_url=self.service_url,
-                                 timeout=int(command.get("timeout") or 3600), namespace=self.namespace)
+                                 timeout=int(command.get("timeout") or 3600), namespace=self.namespace,
+                                 groups=groups, config=config)
         api = await self.api()
         created = await client.BatchV1Api(api).create_namespaced_job(self.namespace, job)
         secret = make_run_secret(slot.run_id, slot.owner, run_input=run_input, token=token,

@@ -573,7 +573,9 @@ class JobsService(HubServiceApp):
         else:
             executor = LocalExecutor(jobs_dir, **config.get("local", {}))
         self.scheduler = Scheduler(sessions(engine), executor, jobs, jobs_dir, profile_for)
-        kernels = set(KernelSpecManager().find_kernel_specs())
+        # Kernels are checked where runs execute like this service (local); a profile's
+        # image (containers, Kubernetes) is trusted to have the notebook's kernel.
+        kernels = set(KernelSpecManager().find_kernel_specs()) if mode == "local" else None
         self._app.settings.update({
             "jobs_settings": jobs, "profile_set": profile_set, "kernels": kernels,
             "validator": JobValidator(jobs, profile_set, kernels, watch_available=mode == "local"),

@@ -64,6 +64,12 @@ SERVER_CONTAINER = "notebook"
 TOKEN_KEY = "token"
 INPUT_KEY = "input.json"
 
+#: The label every run's Job, pod and Secret carries, and its value (network policies
+#: and the executor's clean-up select runs by it with :data:`RUN_LABEL`).
+MANAGED_BY_LABEL = ("app.kubernetes.io/managed-by", "hubforge")
+#: The label holding a run's id.
+RUN_LABEL = "hubforge.jobs/run"
+
 _VOLUME = "hubforge-run"
 #: Server variables a run keeps although they match a removed prefix.
 _KEPT_HUB_ENV = {"JUPYTERHUB_USER"}
@@ -84,8 +90,8 @@ def user_label(username: str) -> str:
 def run_labels(run_id: int, username: str) -> dict[str, str]:
     """The labels of a run's Job, pod and Secret (select a user's runs by the last one)."""
     return {
-        "app.kubernetes.io/managed-by": "hubforge",
-        "hubforge.jobs/run": str(int(run_id)),
+        MANAGED_BY_LABEL[0]: MANAGED_BY_LABEL[1],
+        RUN_LABEL: str(int(run_id)),
         "hubforge.jobs/user": user_label(username),
     }
 
