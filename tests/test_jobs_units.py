@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from hubforge.exceptions import SettingsError
 from hubforge.jobs.db import Job, Run, make_engine, sessions, take_lease, upgrade, utcnow
@@ -318,3 +318,49 @@ def test_openapi_document_is_well_formed():
 def test_files_of_a_run_are_private(tmp_path):
     sched = scheduler(make_engine(f"sqlite:///{tmp_path / 'x.sqlite'}"), tmp_path)
     assert Path(sched.runs_dir).stat().st_mode & 0o777 == 0o700
+
+
+async def test_one_users_backlog_does_not_starve_others(engine, tmp_path):
+    """Users at their concurrency limit are left out of the queue's query, so another
+    user's run is dispatched even behind hundreds of theirs."""
+    sched = scheduler(engine, tmp_path, max_concurrent_runs=8, max_concurrent_runs_per_user=2)
+    with sched.sessions() as s:
+        job = make_job(s, next_run_at=None)
+        other = make_job(s, owner="bob", name="b", next_run_at=None)
+        busy = [Run(job_id=job.id, owner="ann", trigger="manual", status="running", parameters={}) for _ in range(2)]
+        s.add_all(busy)
+        s.add_all([Run(job_id=job.id, owner="ann", trigger="manual", status="queued", parameters={})
+                   for _ in range(250)])
+        s.commit()
+        bobs = Run(job_id=other.id, owner="bob", trigger="manual", status="queued", parameters={})
+        s.add(bobs)
+        s.commit()
+        busy_ids, bob_id = [r.id for r in busy], bobs.id
+    blocker = asyncio.get_running_loop().create_future()
+    for run_id in busy_ids:
+        sched.running[run_id] = blocker
+    sched.dispatch()
+    try:
+        with sched.sessions() as s:
+            assert s.get(Run, bob_id).status == "running"
+            assert s.scalar(select(func.count(Run.id)).where(Run.owner == "ann", Run.status == "running")) == 2
+    finally:
+        for task in list(sched.running.values()):
+            task.cancel()
+        await asyncio.gather(*[t for t in sched.running.values() if t is not blocker], return_exceptions=True)
+
+
+def test_run_ids_are_never_reused(engine, tmp_path):
+    sched = scheduler(engine, tmp_path)
+    with sched.sessions() as s:
+        job = make_job(s, next_run_at=None)
+        run = Run(job_id=job.id, owner="ann", trigger="manual", status="queued", parameters={})
+        s.add(run)
+        s.commit()
+        first = run.id
+        s.delete(run)
+        s.commit()
+        again = Run(job_id=job.id, owner="ann", trigger="manual", status="queued", parameters={})
+        s.add(again)
+        s.commit()
+        assert again.id > first

@@ -76,7 +76,9 @@ class Base(DeclarativeBase):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("owner", "name", name="uq_jobs_owner_name"),)
+    # AUTOINCREMENT on SQLite: an id is never handed out twice, even after deletions
+    # (a deleted run's late result must not land on a new run with its id).
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_jobs_owner_name"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     owner: Mapped[str] = mapped_column(String(255), index=True)
@@ -105,7 +107,7 @@ class Job(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("trigger_key", name="uq_runs_trigger_key"),)
+    __table_args__ = (UniqueConstraint("trigger_key", name="uq_runs_trigger_key"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

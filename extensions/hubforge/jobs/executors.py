@@ -41,8 +41,11 @@ from ..spawners.local import ensure_system_account, system_user_name
 
 log = logging.getLogger("hubforge.jobs")
 
-#: Largest message a runner may send (an output notebook, with room for JSON escaping).
-MAX_MESSAGE = 256 * 2**20
+#: Largest message a runner may send: an output notebook (``max_notebook_mb``, 20 MiB by
+#: default) with room for JSON escaping. A longer line ends the run as failed.
+MAX_MESSAGE = 64 * 2**20
+#: The most of a run's output (runner, kernel, cell outputs) kept in its log.
+MAX_LOG = 20 * 2**20
 _slot_numbers = itertools.count(1)
 
 
@@ -71,6 +74,8 @@ class Slot:
         line = await self.reader.readline()
         if not line:
             return None
+        if len(line) > 2**20:  # an output notebook: parse it off the event loop
+            return await asyncio.to_thread(json.loads, line)
         return json.loads(line)
 
     async def wait_ready(self, timeout: float) -> None:
@@ -143,13 +148,20 @@ class Executor:
 
 
 async def _pump_log(stream: asyncio.StreamReader, path: Path) -> None:
-    """Copy a runner's output into its log file until it closes."""
-    with open(path, "ab", buffering=0) as f:
+    """Copy a runner's output into its log file (mode 0600) until it closes, keeping the
+    first `MAX_LOG` bytes: a notebook printing in a loop must not fill the disk."""
+    written = 0
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab", buffering=0) as f:
         while True:
             chunk = await stream.read(65536)
             if not chunk:
                 return
-            f.write(chunk)
+            if written < MAX_LOG:
+                chunk = chunk[: MAX_LOG - written]
+                written += len(chunk)
+                f.write(chunk)
+                if written >= MAX_LOG:
+                    f.write(b"\n[hubforge: the log is truncated here, at %d MiB; the run goes on]\n" % (MAX_LOG >> 20))
 
 
 class LocalExecutor(Executor):
@@ -168,6 +180,7 @@ class LocalExecutor(Executor):
         self.cgroups = CgroupManager(parent=cgroup_parent)
         self.use_cgroups = use_cgroups and self.cgroups.available
         self.forkserver = Forkserver(PRELOAD + ["hubforge.jobs._preload"])
+        self._account_locks: dict[str, asyncio.Lock] = {}
 
     def warm(self) -> None:
         self.forkserver.warm()
@@ -187,7 +200,10 @@ class LocalExecutor(Executor):
                "JUPYTERHUB_USER": owner, "PYTHONUNBUFFERED": "1"}
         if self.isolation == "system-users":
             account = system_user_name(self.system_user_prefix, owner)
-            pw = await ensure_system_account(account, home, owner)
+            # One at a time per user: warm runners start together, and concurrent useradds
+            # for one account race on its home directory.
+            async with self._account_locks.setdefault(owner, asyncio.Lock()):
+                pw = await ensure_system_account(account, home, owner)
             env["USER"] = account
             return (pw.pw_uid, pw.pw_gid, tuple(os.getgrouplist(account, pw.pw_gid))), pw.pw_dir, env
         os.makedirs(home, mode=0o700, exist_ok=True)
@@ -299,14 +315,10 @@ class ContainerExecutor(Executor):
     async def start_slot(self, owner: str, profile: ResolvedProfile, kernel: str) -> Slot:
         number, log_path = self.new_log()
         name = f"hubforge-run-{os.getpid()}-{number}"
-        log_file = open(log_path, "ab", buffering=0)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.command(owner, profile, kernel, name), stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=log_file, limit=MAX_MESSAGE, env=self.environ,
-            )
-        finally:
-            log_file.close()
+        proc = await asyncio.create_subprocess_exec(
+            *self.command(owner, profile, kernel, name), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, limit=MAX_MESSAGE, env=self.environ,
+        )
 
         async def kill():
             rm = await asyncio.create_subprocess_exec(
@@ -318,8 +330,10 @@ class ContainerExecutor(Executor):
                 proc.kill()
             await proc.wait()
 
-        return self.track(Slot(key=(owner, profile.slug, kernel), number=number, reader=proc.stdout,
-                               writer=proc.stdin, log_path=log_path, kill_hook=kill, pid=proc.pid))
+        slot = Slot(key=(owner, profile.slug, kernel), number=number, reader=proc.stdout,
+                    writer=proc.stdin, log_path=log_path, kill_hook=kill, pid=proc.pid)
+        slot.tasks.append(asyncio.create_task(_pump_log(proc.stderr, log_path)))
+        return self.track(slot)
 
     async def sweep(self) -> None:
         """Remove runner containers of a previous service process (by label)."""

@@ -34,8 +34,10 @@ from .executors import Executor, Slot
 
 log = logging.getLogger("hubforge.jobs")
 
-#: Seconds between checks that a run's Job has not failed without reporting.
+#: Seconds between checks that a run's Job has not ended without reporting.
 WATCH_SECONDS = 5.0
+#: Largest report a runner may POST (an output notebook, JSON-escaped).
+MAX_REPORT = 64 * 2**20
 
 
 @dataclass(eq=False)
@@ -148,10 +150,15 @@ class KubernetesExecutor(Executor):
                     slot.deliver(None)
                     return
                 continue
-            if job.status and job.status.failed:
+            if job.status and (job.status.failed or job.status.succeeded):
                 await asyncio.sleep(WATCH_SECONDS)  # a last report may still be on its way
                 slot.deliver(None)
                 return
+
+    def check(self, run_id: int, token: str) -> bool:
+        """Whether `token` is the token of run `run_id`, executing here now."""
+        entry = self.remote.get(run_id)
+        return entry is not None and hmac.compare_digest(entry[0], hashlib.sha256(token.encode()).digest())
 
     def deliver(self, run_id: int, token: str, message) -> bool:
         """A runner's report: True if the token is the run's, and the message queued."""
@@ -215,13 +222,16 @@ class RunnerReportHandler(web.RequestHandler):
         executor = self.settings.get("remote_executor")
         auth = self.request.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else ""
-        if executor is None or int(run_id) not in executor.remote:
-            raise web.HTTPError(404)
+        # The token first, and one answer for an unknown run and a wrong token: nothing
+        # is parsed for, or told to, a caller without the run's token.
+        if executor is None or not token or not executor.check(int(run_id), token):
+            raise web.HTTPError(403)
+        if len(self.request.body) > MAX_REPORT:
+            raise web.HTTPError(413)
         try:
             message = json.loads(self.request.body or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise web.HTTPError(400) from None
-        if not token or not executor.deliver(int(run_id), token, message):
-            raise web.HTTPError(403)
+        executor.deliver(int(run_id), token, message)
         self.set_status(204)
         self.finish()

@@ -79,6 +79,15 @@ def openapi_document(prefix: str = "/services/jobs/") -> dict:
                                      body={"type": "object", "required": ["notebook"], "properties": {"notebook": {"$ref": "#/components/schemas/Notebook"}}})},
         "/api/profiles": {"get": _op("The profiles you may run jobs with", "read", {"200": _answer("the profiles", {"type": "object"}), **_errors(401, 403)})},
         "/api/openapi.json": {"get": _op("This document", None, {"200": _answer("OpenAPI 3.1", {"type": "object"})})},
+        "/api/runner/{run_id}": {"post": {
+            "summary": "A remote runner's report (runs on Kubernetes; not for people)", "tags": ["runner"],
+            "description": "Authenticated by the run's own bearer token (`Authorization: Bearer ...`), "
+                           "not by the hub. 403 for a wrong token or a run not executing remotely.",
+            "security": [{"runToken": []}], "parameters": [_path_param("run_id")],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"204": _answer("received"), "403": _answer("wrong token, or no such run", None),
+                          "413": _answer("report too large")},
+        }},
     }
     trigger = {"oneOf": [
         {"type": "object", "required": ["type", "cron"], "properties": {"type": {"const": "cron"}, "cron": {"type": "string", "examples": ["0 6 * * 1-5"]}, "timezone": {"type": "string", "default": "UTC"}}, "additionalProperties": False},
@@ -132,6 +141,8 @@ def openapi_document(prefix: str = "/services/jobs/") -> dict:
         "components": {
             "schemas": schemas,
             "securitySchemes": {"hubToken": {"type": "apiKey", "in": "header", "name": "Authorization",
-                                             "description": "`token <a JupyterHub API token>`"}},
+                                             "description": "`token <a JupyterHub API token>`"},
+                                "runToken": {"type": "http", "scheme": "bearer",
+                                             "description": "the run's token, from its Secret"}},
         },
     }

@@ -450,6 +450,13 @@ def forked_main(channel_sock: socket.socket, log_sock: socket.socket, kernel_nam
         from ..spawners.cgroups import CgroupManager
 
         CgroupManager.join(cgroups)
+    # Nothing of root's may reach the user's code: close every inherited descriptor
+    # (the forkserver's, multiprocessing's resource tracker's) but the two sockets.
+    keep = {0, 1, 2, channel_sock.fileno(), log_sock.fileno()}
+    for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
     if run_as is not None:
         uid, gid, groups = run_as
         os.setgid(gid)

@@ -35,8 +35,9 @@ from collections import defaultdict
 from datetime import UTC, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Text, func, select, type_coerce
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
 
 from ..profiles.resolve import ResolvedProfile
 from .db import FINAL_STATUSES, Job, Run, naive, release_lease, take_lease, utcnow
@@ -84,6 +85,7 @@ class Scheduler:
     # --- life cycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await self.executor.sweep()
         self._tasks = [asyncio.create_task(self.loop(), name="jobs-scheduler"),
                        asyncio.create_task(self.watch_loop(), name="jobs-watch")]
@@ -105,8 +107,16 @@ class Scheduler:
                 release_lease(s, LEASE, self.instance)
 
     def poke(self) -> None:
-        """Wake the loop now (a job was created, a run queued or cancelled)."""
-        self.wakeup.set()
+        """Wake the loop now (a job was created, a run queued or cancelled); from any thread."""
+        loop = getattr(self, "_loop", None)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(self.wakeup.set)
+        else:
+            self.wakeup.set()
 
     async def loop(self) -> None:
         while True:
@@ -291,6 +301,9 @@ class Scheduler:
             try:
                 slot = await asyncio.wait_for(asyncio.shield(task), timeout)
                 break
+            except asyncio.CancelledError:  # the run was cancelled while the runner started
+                asyncio.get_running_loop().create_task(self._discard(task))
+                raise
             except (Exception, TimeoutError) as e:
                 log.warning("a warm runner for %s failed: %s", owner, e)
                 await self._discard(task)
@@ -317,7 +330,10 @@ class Scheduler:
         with self.sessions() as s:
             for owner in s.scalars(select(Run.owner).where(Run.id.in_(list(self.running)))):
                 busy[owner] += 1
-            queued = s.scalars(select(Run).where(Run.status == "queued")
+            full = [owner for owner, count in busy.items() if count >= per_user]
+            # Users at their limit are left out in SQL: one user's backlog of thousands of
+            # runs must not hide everyone else's behind it.
+            queued = s.scalars(select(Run).where(Run.status == "queued").where(Run.owner.not_in(full))
                                .where((Run.not_before.is_(None)) | (Run.not_before <= now))
                                .order_by(Run.queued_at, Run.id).limit(200)).all()
             for run in queued:
@@ -360,11 +376,16 @@ class Scheduler:
             env = {"HUBFORGE_JOB_ID": str(job.id), "HUBFORGE_RUN_ID": str(run_id)}
             if isinstance(trigger, WatchTrigger) and trigger.parameter in parameters:
                 env["HUBFORGE_TRIGGER_FILE"] = str(parameters[trigger.parameter])
-            await slot.send({"command": "run", "run_id": run_id, "notebook": notebook, "parameters": parameters,
-                             "cwd": cwd, "env": env, "input_path": notebook_path, "timeout": timeout,
-                             "output_path": f"jobs/runs/{run_id}.ipynb"})
+            command = {"command": "run", "run_id": run_id, "notebook": notebook, "parameters": parameters,
+                       "cwd": cwd, "env": env, "input_path": notebook_path, "timeout": timeout,
+                       "output_path": f"jobs/runs/{run_id}.ipynb"}
+
+            async def send_and_follow():
+                await slot.send(command)  # may block on a stopped runner: inside the deadline
+                return await self._follow(run_id, slot)
+
             try:
-                done = await self._until(self._follow(run_id, slot), deadline, cancel)
+                done = await self._until(send_and_follow(), deadline, cancel)
             except Exception as e:
                 status, reason = self._interrupted(e, cancel, timeout, f"the runner failed: {e}")
                 self.complete(run_id, status, reason, self._banner(self.snapshots.get(run_id), reason))
@@ -458,6 +479,10 @@ class Scheduler:
             if run is None:  # its job was deleted meanwhile
                 self._remove_files(run_id)
                 return
+            if run.status != "running" or run.instance != self.instance:
+                # Recorded already, or not this copy's to record.
+                log.warning("run %s: not recording %s, the run is %s", run_id, status, run.status)
+                return
             if notebook is not None:
                 data = json.dumps(notebook).encode()
                 limit = int(self.settings.max_notebook_mb * 2**20)
@@ -477,8 +502,11 @@ class Scheduler:
             s.commit()
             log.info("job %s run %s (%s): %s%s in %.2f s", job.id, run.id, job.owner, status,
                      f" ({reason})" if reason else "", run.duration or 0.0)
-            self._notify(job, run)
-            self.apply_retention(s, job)
+            try:
+                self._notify(job, run)
+                self.apply_retention(s, job)
+            except Exception:  # the run is recorded; what follows must not un-record it
+                log.exception("job %s run %s: notification or retention failed", job.id, run.id)
 
     def _finish(self, s, run: Run, status: str, reason: str) -> None:
         run.status = status
@@ -602,17 +630,20 @@ class Scheduler:
         from .watch import list_matches
 
         with self.sessions() as s:
-            jobs = [j for j in s.scalars(select(Job).where(Job.paused.is_(False))) if (j.trigger or {}).get("type") == "watch"]
-            for job in jobs:
+            query = (select(Job).options(defer(Job.notebook)).where(Job.paused.is_(False))
+                     .where(type_coerce(Job.trigger, Text).like('%"type": "watch"%')))
+            for job in s.scalars(query):
                 trigger = parse_trigger(job.trigger)
                 home = self.executor.home_of(job.owner)
                 if not home:
                     continue
                 try:
                     found = list_matches(home, trigger)
-                except OSError as e:
+                except FileNotFoundError:
+                    found = {}  # no folder (yet): no files
+                except OSError as e:  # a hiccup (NFS, permissions): keep what was seen, try later
                     log.debug("job %s: cannot list %s: %s", job.id, trigger.directory, e)
-                    found = {}
+                    continue
                 seen = job.watch_state
                 if seen is None:  # first look: what is there already is not new
                     job.watch_state = found
@@ -620,13 +651,15 @@ class Scheduler:
                     continue
                 new = {path: stamp for path, stamp in found.items() if seen.get(path) != stamp}
                 for path, stamp in sorted(new.items()):
-                    self._queue(s, job, "watch", key=f"watch:{job.id}:{path}@{stamp}", parameters={trigger.parameter: path})
+                    try:
+                        with s.begin_nested():  # one duplicate firing must not undo the others
+                            self._queue(s, job, "watch", key=f"watch:{job.id}:{path}@{stamp}",
+                                        parameters={trigger.parameter: path})
+                    except IntegrityError:
+                        log.debug("job %s: %s@%s has had its run", job.id, path, stamp)
                 if new or set(seen) - set(found):
                     job.watch_state = found
-                    try:
-                        s.commit()
-                    except IntegrityError:
-                        s.rollback()
+                s.commit()
 
 
 class CancelledRun(Exception):

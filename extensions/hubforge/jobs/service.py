@@ -13,8 +13,10 @@ runs; anything else answers 404, exactly as if it did not exist. Admins see all
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import os
 import posixpath
 import signal
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
 from tornado import web
 from tornado.ioloop import IOLoop
 from traitlets import Unicode, default
@@ -68,6 +71,8 @@ class JobsHandlerMixin:
             data = json.loads(self.request.body or b"{}")
         except ValueError as e:
             raise web.HTTPError(400, f"the request body is not JSON: {e}") from None
+        except RecursionError:
+            raise web.HTTPError(400, "the request body is nested too deeply") from None
         if not isinstance(data, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
         return data
@@ -110,7 +115,7 @@ class JobListHandler(JobsHandlerMixin, APIHandler):
     def get(self):
         name, _ = self.caller()
         with self.scheduler.sessions() as s:
-            query = select(Job).order_by(Job.id)
+            query = select(Job).options(defer(Job.notebook)).order_by(Job.id)
             if not self.all_users():
                 query = query.where(Job.owner == name)
             jobs = s.scalars(query).all()
@@ -124,6 +129,12 @@ class JobListHandler(JobsHandlerMixin, APIHandler):
         groups = self.current_user.get("groups") or []
         fields = self.settings["validator"](data, name, groups, existing=None)
         with self.scheduler.sessions() as s:
+            from sqlalchemy import func
+
+            count = s.scalar(select(func.count(Job.id)).where(Job.owner == name))
+            if count >= self.jobs.max_jobs_per_user:
+                raise JobConflict(f"you have {count} jobs, the most a user may have (jobs.max_jobs_per_user); "
+                                  "delete one first")
             job = Job(owner=name, **fields)
             s.add(job)
             try:
@@ -156,6 +167,12 @@ class JobHandler(JobsHandlerMixin, APIHandler):
             fields = self.settings["validator"](data, job.owner, groups, existing=job)
             for key, value in fields.items():
                 setattr(job, key, value)
+            trigger = parse_trigger(job.trigger)
+            if fields.get("paused") is False and isinstance(trigger, CronTrigger):
+                # Unpaused: from now on, not the times missed while paused.
+                from datetime import UTC, datetime
+
+                job.next_run_at = naive(trigger.next_after(datetime.now(UTC)))
             job.updated = utcnow()
             try:
                 s.commit()
@@ -234,7 +251,7 @@ class RunListHandler(JobsHandlerMixin, APIHandler):
             query = query.where(Run.owner == name)
         job = self.get_argument("job", "")
         if job:
-            if not job.isdigit():
+            if not job.isdigit() or len(job) > 15:
                 raise InvalidJob("job", f"must be a job id (a number), got {job!r}")
             query = query.where(Run.job_id == int(job))
         status = self.get_argument("status", "")
@@ -283,9 +300,11 @@ class RunOutputHandler(JobsHandlerMixin, APIHandler):
             job_name = run.job.name
         if what == "log":
             path = self.scheduler.log_path(int(run_id))
-            data = path.read_bytes() if path.exists() else b""
+            data = _tail(path, None if self.get_argument("full", "") == "1" else LOG_TAIL)
             self.set_header("Content-Type", "text/plain; charset=UTF-8")
             self.set_header("Cache-Control", "no-store")
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.set_header("Content-Security-Policy", "sandbox")
             self.finish(data)
             return
         path = self.scheduler.output_path(int(run_id))
@@ -342,6 +361,24 @@ class OpenAPIHandler(web.RequestHandler):
 
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(openapi_document(self.settings["jobs_prefix"])))
+
+
+#: The end of a run's log that ``GET api/runs/<id>/log`` answers with (``?full=1``: all).
+LOG_TAIL = 2**20
+
+
+def _tail(path: Path, limit: int | None) -> bytes:
+    """The last `limit` bytes of a file (all of it with None), marked when cut."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if limit is None or size <= limit:
+                f.seek(0)
+                return f.read()
+            f.seek(size - limit)
+            return b"[... the first %d bytes are left out; ?full=1 for all ...]\n" % (size - limit) + f.read()
+    except FileNotFoundError:
+        return b""
 
 
 def _last_runs(s, job_ids: list[int]) -> dict[int, Run]:
@@ -454,7 +491,8 @@ class JobValidator:
 def _number(value, field: str, default, low, high, kind):
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or (kind is int and value != int(value))):
         raise InvalidJob(field, f"must be a {'whole ' if kind is int else ''}number, got {value!r}")
     if not low <= value <= high:
         raise InvalidJob(field, f"must be from {low} to {high}, got {value!r}")
@@ -464,8 +502,8 @@ def _number(value, field: str, default, low, high, kind):
 def _notify(value):
     if value in (None, {}):
         return None
-    if not isinstance(value, dict):
-        raise InvalidJob("notify", f'must be {{"url": "https://...", "on": ["failure"]}}, got {value!r}')
+    if not isinstance(value, dict):  # not echoed: a webhook URL often holds a token
+        raise InvalidJob("notify", 'must be {"url": "https://...", "on": ["failure"]}')
     for key in value:
         if key not in ("url", "on"):
             raise InvalidJob(f"notify.{key}", "unknown field; use url and on")
@@ -499,17 +537,17 @@ class JobsService(HubServiceApp):
         return [
             (r"", JobsPage),
             (r"api/jobs", JobListHandler),
-            (r"api/jobs/(\d+)", JobHandler),
-            (r"api/jobs/(\d+)/(pause|resume)", JobActionHandler),
-            (r"api/jobs/(\d+)/runs", JobRunsHandler),
+            (r"api/jobs/(\d{1,15})", JobHandler),
+            (r"api/jobs/(\d{1,15})/(pause|resume)", JobActionHandler),
+            (r"api/jobs/(\d{1,15})/runs", JobRunsHandler),
             (r"api/runs", RunListHandler),
-            (r"api/runs/(\d+)", RunHandler),
-            (r"api/runs/(\d+)/cancel", RunCancelHandler),
-            (r"api/runs/(\d+)/(output|output\.html|log)", RunOutputHandler),
+            (r"api/runs/(\d{1,15})", RunHandler),
+            (r"api/runs/(\d{1,15})/cancel", RunCancelHandler),
+            (r"api/runs/(\d{1,15})/(output|output\.html|log)", RunOutputHandler),
             (r"api/inspect", InspectHandler),
             (r"api/profiles", ProfilesHandler),
             (r"api/openapi.json", OpenAPIHandler),
-            (r"api/runner/(\d+)", RunnerReportHandler),
+            (r"api/runner/(\d{1,15})", RunnerReportHandler),
         ]
 
     def listen_address(self) -> tuple[str, int]:
@@ -609,6 +647,22 @@ class JobsService(HubServiceApp):
             warm()  # in the main thread: the forkserver dies with the thread that started it
         await self.scheduler.start()
         self._app.settings["scheduler"] = self.scheduler
+        self._forget_secrets()
+
+    def _forget_secrets(self) -> None:
+        """Remove the hub token and the database URL from this process's environment.
+
+        Read already (HubOAuth's settings are resolved here, first), they would otherwise
+        be inherited by a forkserver that multiprocessing restarts after a crash, and so
+        be readable by every run in /proc/<pid>/environ.
+        """
+        hub_auth = self._app.settings["hub_auth"]
+        for name in hub_auth.trait_names():
+            with contextlib.suppress(Exception):
+                getattr(hub_auth, name)
+        for name in list(os.environ):
+            if name in ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "HUBFORGE_JOBS_DB_URL") or "PASSWORD" in name:
+                del os.environ[name]
 
     async def _shutdown(self) -> None:
         log.info("jobs service stopping: runs in progress are stopped and will be recovered at the next start")

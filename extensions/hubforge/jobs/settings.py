@@ -56,6 +56,11 @@ class JobsSettings(Configurable):
         help="The largest ``timeout`` a job may set, in seconds. Default 86400 (one day).",
     ).tag(config=True)
 
+    max_jobs_per_user = Integer(
+        200,
+        help="The most job definitions one user may have; creating more answers 409. Default 200.",
+    ).tag(config=True)
+
     max_retries = Integer(
         5,
         help="The most ``retries`` a job may set. Default 5.",
@@ -170,6 +175,7 @@ def check_retention(value, field: str, error=None) -> dict:
     for key, item in value.items():
         if key not in ("keep_runs", "keep_days"):
             fail(key, "unknown field; use keep_runs and/or keep_days")
-        if item is not None and (not isinstance(item, int) or isinstance(item, bool) or item < 1):
-            fail(key, f"must be a whole number of at least 1, got {item!r}")
+        high = 100_000 if key == "keep_runs" else 36_500
+        if item is not None and (not isinstance(item, int) or isinstance(item, bool) or not 1 <= item <= high):
+            fail(key, f"must be a whole number from 1 to {high}, got {item!r}")
     return {k: v for k, v in value.items() if v is not None}

@@ -39,7 +39,8 @@ def upgrade() -> None:
     sa.Column('next_run_at', sa.DateTime(), nullable=True),
     sa.Column('watch_state', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('owner', 'name', name='uq_jobs_owner_name')
+    sa.UniqueConstraint('owner', 'name', name='uq_jobs_owner_name'),
+    sqlite_autoincrement=True,
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_jobs_next_run_at'), ['next_run_at'], unique=False)
@@ -74,7 +75,8 @@ def upgrade() -> None:
     sa.Column('cancel_requested', sa.String(length=255), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('trigger_key', name='uq_runs_trigger_key')
+    sa.UniqueConstraint('trigger_key', name='uq_runs_trigger_key'),
+    sqlite_autoincrement=True,
     )
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_runs_job_id'), ['job_id'], unique=False)
