@@ -27,6 +27,8 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
+
+from ..magicparser import HelpShown, MagicParser
 from traitlets import Dict
 
 USAGE = """\
@@ -51,20 +53,8 @@ LIST_COLUMNS = ("name", "user", "status", "workers", "workers_requested", "adapt
                 "worker_cores", "worker_memory", "max_workers", "origin", "dashboard_link")
 
 
-class _HelpShown(Exception):
-    """argparse printed help (``--help``): nothing more to do."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad input as a `UsageError` instead of exiting the kernel."""
-
-    def error(self, message: str) -> None:
-        raise UsageError(f"{message}\n{self.format_usage().rstrip()}\n(%dask --help lists the commands)")
-
-    def exit(self, status: int = 0, message: str | None = None) -> None:
-        if status:
-            raise UsageError((message or "").strip() or self.format_usage())
-        raise _HelpShown
+class _Parser(MagicParser):
+    hint = "%dask --help lists the commands"
 
 
 def _count(text: str) -> int:
@@ -163,7 +153,7 @@ class DaskMagics(Magics):
             return None
         try:
             args = make_parser().parse_args(words)
-        except _HelpShown:
+        except HelpShown:
             return None
         from . import DaskError
 

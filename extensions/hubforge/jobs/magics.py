@@ -31,6 +31,8 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
+from ..magicparser import HelpShown, MagicParser
+
 USAGE = """\
 Usage: %schedule [OPTIONS]           schedule this notebook (or --notebook PATH)
        %schedule COMMAND [ARGUMENTS]  look after your jobs and runs
@@ -79,20 +81,8 @@ RUN_COLUMNS = ("id", "job_name", "status", "trigger", "attempt", "started_at", "
 COMMANDS = ("list", "runs", "run", "pause", "resume", "delete", "cancel", "output", "log", "widget")
 
 
-class _HelpShown(Exception):
-    """argparse printed help (``--help``): nothing more to do."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad input as a `UsageError` instead of exiting the kernel."""
-
-    def error(self, message: str) -> None:
-        raise UsageError(f"{message}\n{self.format_usage().rstrip()}\n(%schedule --help lists the commands)")
-
-    def exit(self, status: int = 0, message: str | None = None) -> None:
-        if status:
-            raise UsageError((message or "").strip() or self.format_usage())
-        raise _HelpShown
+class _Parser(MagicParser):
+    hint = "%schedule --help lists the commands"
 
 
 def parse_value(text: str) -> Any:
@@ -241,7 +231,7 @@ class JobsMagics(Magics):
                 args = make_schedule_parser().parse_args(words)
             else:
                 args = make_command_parser().parse_args(words)
-        except _HelpShown:
+        except HelpShown:
             return None
         from ..client import ServiceError
 
