@@ -364,3 +364,16 @@ def test_run_ids_are_never_reused(engine, tmp_path):
         s.add(again)
         s.commit()
         assert again.id > first
+
+
+async def test_a_copy_that_loses_the_lease_stops_its_runs(engine, tmp_path):
+    sched = scheduler(engine, tmp_path, lease_seconds=-1)  # a lease that lapses at once
+    await sched.tick()
+    assert sched.holding
+    stop = asyncio.Event()
+    sched.cancels[12345] = stop  # a run this copy is executing
+    with sched.sessions() as s:
+        assert take_lease(s, "scheduler", "another-copy", 60)
+    await sched.tick()
+    assert not sched.holding and stop.is_set()
+    assert "another copy" in stop.by

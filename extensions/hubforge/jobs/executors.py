@@ -344,10 +344,12 @@ class ContainerExecutor(Executor):
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=self.environ,
         )
         out, _ = await ps.communicate()
-        mine = f"hubforge.jobs.service:{os.getpid()}"
         for line in out.decode().splitlines():
             name = line.split(" ", 1)[0]
-            if name and mine not in line:
+            service = line.split("hubforge.jobs.service:", 1)[1].split()[0].strip("],") if "hubforge.jobs.service:" in line else ""
+            if service.isdigit() and _alive(int(service)):
+                continue  # ours, or another live jobs service's
+            if name:
                 rm = await asyncio.create_subprocess_exec(self.engine, "rm", "--force", "--time", "0", name,
                                                           stdout=asyncio.subprocess.DEVNULL,
                                                           stderr=asyncio.subprocess.DEVNULL, env=self.environ)

@@ -149,7 +149,12 @@ class Scheduler:
             await self.recover()
         elif not holding:
             if self.holding:
-                log.warning("jobs scheduler %s lost the lease", self.instance)
+                # Another copy holds it now and recovers (fails or retries) the runs this
+                # copy had running: stop them here, so none runs twice.
+                log.warning("jobs scheduler %s lost the lease; stopping its %d runs", self.instance, len(self.running))
+                for event in list(self.cancels.values()):
+                    event.by = "the jobs service (another copy took over the schedule)"
+                    event.set()
             self.holding = False
             return
         self.fire_due()
