@@ -274,7 +274,7 @@ def test_help_is_printed_without_a_service(jobs_shell, capsys, monkeypatch):
 
 @pytest.mark.parametrize(("line", "message"), [
     ('--cron "0 6 * * *" --once', "argument --once: not allowed with argument --cron"),
-    ("--once -p three", "expected NAME=VALUE, got 'three'"),
+    ("--once -p three", "expected NAME=VALUE with NAME a parameter name, got 'three'"),
     ("--retries many", "expected a whole number of 0 or more, got 'many'"),
     ("--missed sometimes", "invalid choice: 'sometimes'"),
     ("run", r"required: JOB\nusage: %schedule run"),

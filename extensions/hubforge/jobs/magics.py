@@ -24,7 +24,6 @@ module imports neither pandas nor ipywidgets.
 from __future__ import annotations
 
 import argparse
-import ast
 import shlex
 from typing import Any
 
@@ -32,6 +31,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from ..magicparser import HelpShown, MagicParser
+from .cli import parse_parameter  # one -p syntax for the CLI and the magic
 
 USAGE = """\
 Usage: %schedule [OPTIONS]           schedule this notebook (or --notebook PATH)
@@ -83,24 +83,6 @@ COMMANDS = ("list", "runs", "run", "pause", "resume", "delete", "cancel", "outpu
 
 class _Parser(MagicParser):
     hint = "%schedule --help lists the commands"
-
-
-def parse_value(text: str) -> Any:
-    """A parameter's value: a Python literal (``3``, ``0.5``, ``True``, ``[1, 2]``,
-    ``'text'``), else the text itself."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
-
-
-def parse_parameter(text: str) -> tuple[str, Any]:
-    """``"name=value"`` as ``(name, value)``; argparse reports a malformed one."""
-    name, sep, value = text.partition("=")
-    name = name.strip()
-    if not sep or not name.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name, parse_value(value)
 
 
 def _count(text: str) -> int:

@@ -40,7 +40,8 @@ from typing import Any
 
 from ..client import ServiceError
 from . import client
-from .magics import describe_trigger, parse_value
+from .cli import parse_value
+from .magics import describe_trigger
 
 log = logging.getLogger(__name__)
 
