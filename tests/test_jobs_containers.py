@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import nbformat
 import pytest
@@ -56,6 +57,23 @@ def test_runs_execute_in_containers_of_the_profile_image(chub, cpu_image):  # no
     listing = podman("run", "--rm", "--volume", "hubforge-home-ctestjobs:/home/jovyan", "--entrypoint", "cat",
                      cpu_image, "/home/jovyan/from-a-job.txt")
     assert listing.stdout.strip() == "kept"
+
+    # A watch trigger on the home volume: a file landing there starts a run in a container.
+    mountpoint = podman("volume", "inspect", "--format", "{{.Mountpoint}}", "hubforge-home-ctestjobs").stdout.strip()
+    incoming = os.path.join(mountpoint, "incoming")
+    os.makedirs(incoming, exist_ok=True)
+    watch_nb = notebook("import os\nprint('landed', open(os.path.join(os.environ['HOME'], trigger_file)).read())")
+    watched = api("POST", "api/jobs", json={"notebook": {"path": "w.ipynb", "content": watch_nb}, "name": "on-csv",
+                                            "trigger": {"type": "watch", "path": "incoming/*.csv"}, "profile": "cpu-small"})
+    assert watched.status_code == 201, watched.text
+    job_id = watched.json()["id"]
+    wait_for(lambda: api("GET", f"api/jobs/{job_id}").json()["watched_files"] == 0, 60, what="the watch's first look")
+    with open(os.path.join(incoming, "a.csv"), "w") as f:
+        f.write("x,1")
+    runs = wait_for(lambda: api("GET", f"api/jobs/{job_id}/runs").json()["runs"], 60, what="a watch run")
+    run = wait_for(lambda: finished(runs[0]["id"]), 120, what="the watch run")
+    assert run["status"] == "succeeded" and run["parameters"] == {"trigger_file": "incoming/a.csv"}, run
+    assert "landed x,1" in json.dumps(api("GET", f"api/runs/{run['id']}/output").json())
 
     # A process the notebook starts, findable from the host: it must die with the run.
     slow_cell = "import subprocess, time\nsubprocess.Popen(['sleep', '612.5'])\ntime.sleep(600)"

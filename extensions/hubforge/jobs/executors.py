@@ -131,7 +131,11 @@ class Executor:
         """Remove what a previous service process left behind (nothing by default)."""
 
     def home_of(self, owner: str) -> str | None:
-        """The user's home on this machine, for watch triggers (None where unknown)."""
+        """The user's home as runs see it (their working directory's base; None: unknown)."""
+        return None
+
+    def watch_root(self, owner: str) -> str | None:
+        """The user's home as this service can list it, for watch triggers (None: not here)."""
         return None
 
     def track(self, slot: Slot) -> Slot:
@@ -191,6 +195,9 @@ class LocalExecutor(Executor):
         import re
 
         return os.path.join(self.shared_home_root, re.sub(r"[^A-Za-z0-9._-]", "_", owner))
+
+    def watch_root(self, owner: str) -> str:
+        return self.home_of(owner)
 
     async def _account(self, owner: str) -> tuple[tuple | None, str, dict]:
         """``(run_as, home, base environment)`` for the user's runners."""
@@ -291,6 +298,25 @@ class ContainerExecutor(Executor):
         self.home_volume_template = home_volume_template
         self.home_mount = home_mount
         self.environ = environ
+
+    def home_of(self, owner: str) -> str:
+        return self.home_mount
+
+    def watch_root(self, owner: str) -> str | None:
+        """The home volume's directory on this machine (``podman volume inspect``), which
+        the service lists as root, without following links; None before the volume exists."""
+        import subprocess
+
+        from ..spawners.container_objects import home_volume_name
+
+        volume = home_volume_name(owner, self.home_volume_template)
+        try:
+            out = subprocess.run([self.engine, "volume", "inspect", "--format", "{{.Mountpoint}}", volume],
+                                 capture_output=True, text=True, timeout=30, env=self.environ)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        path = out.stdout.strip()
+        return path if out.returncode == 0 and path.startswith("/") else None
 
     def command(self, owner: str, profile: ResolvedProfile, kernel: str, name: str) -> list[str]:
         """The ``podman run`` command line of a runner (a pure function of its inputs)."""

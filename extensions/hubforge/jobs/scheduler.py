@@ -639,7 +639,7 @@ class Scheduler:
                      .where(type_coerce(Job.trigger, Text).like('%"type": "watch"%')))
             for job in s.scalars(query):
                 trigger = parse_trigger(job.trigger)
-                home = self.executor.home_of(job.owner)
+                home = self.executor.watch_root(job.owner)
                 if not home:
                     continue
                 try:

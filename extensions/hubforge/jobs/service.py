@@ -446,7 +446,7 @@ class JobValidator:
         if creating or "trigger" in data:
             trigger = parse_trigger(data.get("trigger"))
             if isinstance(trigger, WatchTrigger) and not self.watch_available:
-                raise InvalidJob("trigger.type", "watch triggers need mode local (the service reads your home there)")
+                raise InvalidJob("trigger.type", "watch triggers need mode local or containers (the service reads your home there)")
             fields["trigger"] = trigger.to_json()
             fields["next_run_at"] = naive(trigger.next_after(datetime.now(UTC))) if isinstance(trigger, CronTrigger) else None
             fields["watch_state"] = None
@@ -616,7 +616,7 @@ class JobsService(HubServiceApp):
         kernels = set(KernelSpecManager().find_kernel_specs()) if mode == "local" else None
         self._app.settings.update({
             "jobs_settings": jobs, "profile_set": profile_set, "kernels": kernels,
-            "validator": JobValidator(jobs, profile_set, kernels, watch_available=mode == "local"),
+            "validator": JobValidator(jobs, profile_set, kernels, watch_available=mode in ("local", "containers")),
         })
 
     def start(self) -> None:
