@@ -35,3 +35,14 @@ class MagicParser(argparse.ArgumentParser):
         if status:
             raise UsageError((message or "").strip() or self.format_usage())
         raise HelpShown
+
+
+def count(text: str) -> int:
+    """An argparse ``type``: a whole number of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
+    return value

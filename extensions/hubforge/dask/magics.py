@@ -29,6 +29,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from ..magicparser import HelpShown, MagicParser
+from ..magicparser import count as _count
 from traitlets import Dict
 
 USAGE = """\
@@ -55,16 +56,6 @@ LIST_COLUMNS = ("name", "user", "status", "workers", "workers_requested", "adapt
 
 class _Parser(MagicParser):
     hint = "%dask --help lists the commands"
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
-    return value
 
 
 def _positive(kind: type) -> Any:

@@ -31,6 +31,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from ..magicparser import HelpShown, MagicParser
+from ..magicparser import count as _count
 from .cli import parse_parameter  # one -p syntax for the CLI and the magic
 
 USAGE = """\
@@ -83,16 +84,6 @@ COMMANDS = ("list", "runs", "run", "pause", "resume", "delete", "cancel", "outpu
 
 class _Parser(MagicParser):
     hint = "%schedule --help lists the commands"
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
-    return value
 
 
 def _seconds(text: str) -> float:
