@@ -45,6 +45,7 @@ def _hubforge_traits(cls):
 def settings_reference() -> str:
     from .dask.settings import DaskSettings
     from .jobs.settings import JobsSettings
+    from .models.settings import ModelsSettings
     from .settings import Settings
     from .spawners.containers import ContainerSpawner
     from .spawners.kubernetes import HubForgeKubeSpawner
@@ -64,6 +65,9 @@ def settings_reference() -> str:
     lines += _describe(JobsSettings, "Scheduled jobs (`jobs:` in `hubforge.yaml`)",
                        "Keys of the `jobs:` section; see docs/jobs.md. Example: "
                        "`jobs: {max_concurrent_runs_per_user: 4, default_timeout: 600}`.")
+    lines += _describe(ModelsSettings, "Models (`models:` in `hubforge.yaml`)",
+                       "Keys of the `models:` section; see docs/models.md. Example: "
+                       "`models: {max_batch_size: 32, sample_rate: 0.05}`.")
     lines += _describe(_hubforge_traits(LocalSpawner), "Local spawner (`c.LocalSpawner.<name>`)",
                        "HubForge's additions to JupyterHub's `LocalProcessSpawner`; every "
                        "`Spawner` option of JupyterHub applies too.")

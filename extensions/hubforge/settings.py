@@ -197,6 +197,13 @@ class Settings(LoggingConfigurable):
         ``jobs: {max_concurrent_runs_per_user: 4}``. Format and defaults: docs/jobs.md.""",
     ).tag(config=True)
 
+    models = Dict(
+        help="""Model publishing and serving: the ``models`` hub service (versions, aliases,
+        canaries, served endpoints, the Models page, ``hubforge models``). Keys: see
+        "Models" below, e.g. ``models: {max_batch_size: 32}``. Format and defaults:
+        docs/models.md.""",
+    ).tag(config=True)
+
     start_timeout = Integer(
         60,
         help="Seconds a user server may take to start before the spawn fails.",

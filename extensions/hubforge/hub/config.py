@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 from ..dask.hubconfig import configure_dask_service
 from ..data.hubconfig import configure_data_service
 from ..jobs.hubconfig import configure_jobs_service
+from ..models.hubconfig import configure_models_service
 from ..exceptions import SettingsError
 from ..profiles import load_profiles
 from ..settings import Settings
@@ -144,7 +145,7 @@ def apply_section(section, cls, options: dict, settings: Settings, name: str) ->
 
 
 def configure_services(c, settings: Settings) -> None:
-    """Hub-managed services: the idle culler, data connections, the Dask gateway, jobs."""
+    """Hub-managed services: the idle culler, data connections, the Dask gateway, jobs, models."""
     services = []
     roles = []
     if settings.idle_timeout > 0:
@@ -163,6 +164,7 @@ def configure_services(c, settings: Settings) -> None:
     configure_data_service(c, settings, services, roles)
     configure_dask_service(c, settings, services, roles)
     configure_jobs_service(c, settings, services, roles)
+    configure_models_service(c, settings, services, roles)
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 

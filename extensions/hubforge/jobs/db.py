@@ -16,7 +16,6 @@ process, or two hubs by mistake). Two things keep them from firing a schedule tw
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,44 +29,21 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
     update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
-from sqlalchemy.types import TypeDecorator
+
+from ..dbutil import JSONText, iso, make_engine, utcnow  # noqa: F401 (re-exported)
+from ..dbutil import upgrade as _upgrade
 
 FINAL_STATUSES = ("succeeded", "failed", "timed_out", "cancelled")
 STATUSES = ("queued", "running", *FINAL_STATUSES)
 
 
-def utcnow() -> datetime:
-    """Now, as the naive UTC the database stores."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def iso(when: datetime | None) -> str | None:
-    """A stored time as ISO 8601 with a ``Z``."""
-    return None if when is None else when.replace(microsecond=when.microsecond // 1000 * 1000).isoformat() + "Z"
-
-
 def naive(when: datetime) -> datetime:
     """An aware time as the naive UTC the database stores."""
     return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
-
-
-class JSONText(TypeDecorator):
-    """JSON in a text column: the same on SQLite and PostgreSQL."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        return None if value is None else json.dumps(value)
-
-    def process_result_value(self, value, dialect):
-        return None if value is None else json.loads(value)
 
 
 class Base(DeclarativeBase):
@@ -148,34 +124,9 @@ class Lease(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets foreign keys on and a busy timeout."""
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
 def upgrade(engine: Engine) -> None:
     """Create or upgrade the schema to the newest Alembic revision."""
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    _upgrade(engine, Path(__file__).parent / "migrations")
 
 
 def sessions(engine: Engine) -> sessionmaker:

@@ -290,11 +290,11 @@ def make_app(
     routes.append((prefixed(prefix, "oauth_callback"), OAuthCallbackHandler))
     hub_auth = hub_auth or HubOAuth(cache_max_age=10)
     settings.setdefault("cookie_secret", os.urandom(32))
+    settings.setdefault("log_function", log_request)
     return web.Application(
         routes,
         hub_auth=hub_auth,
         log=log or logging.getLogger("hubforge.service"),
-        log_function=log_request,
         service_prefix=prefix,
         **settings,
     )

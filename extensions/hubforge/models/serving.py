@@ -1,0 +1,268 @@
+"""The data plane: served versions, adaptive batching, alias and canary routing, stats.
+
+Generic over where a version's worker runs (a backend from :mod:`hubforge.models.backends`
+starts it and says where it listens). For each served version the service keeps one
+:class:`VersionServer`: one connection to the worker and a queue of waiting requests.
+
+**Adaptive batching.** A request that finds its version idle is sent at once, alone, so
+latency at low load is the model's own. Requests that arrive while a batch is being
+predicted wait; when it returns, everything waiting (up to ``max_batch_size`` rows) goes
+as the next batch, in one ``predict`` call. The busier the model, the bigger the
+batches, with no timer and no tuning: a scikit-learn pipeline's predict costs about the
+same for 1 row as for 50, so throughput grows with load until the batches are full.
+
+**Routing.** A model's default route is its ``production`` alias if set, else its latest
+version. An alias may carry a canary: a percentage of its requests go to another
+version. A change of alias or canary first makes sure the new target is loaded and
+ready, then switches in one step (no ``await`` between choosing a target and queueing on
+it), and a version nobody points at any more is unloaded only after its queue drained
+and a grace period passed: no request fails because of a promotion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import math
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from .errors import ModelConflict, ModelError, PredictFailed
+from .protocol import ProtocolError, encode, read_frame
+from .signature import InputSchema, merge
+
+log = logging.getLogger("hubforge.models")
+
+#: Seconds a version that lost its last alias keeps serving requests already routed to it.
+RETIRE_GRACE = 10.0
+#: Latency histogram edges of the page's charts, in ms (log-spaced, 0.25 ms to ~65 s).
+LATENCY_EDGES = [0.25 * 1.5**i for i in range(32)]
+BUCKET_SECONDS = 5
+
+
+class VersionServer:
+    """One served version: its worker connection and the queue in front of it."""
+
+    def __init__(self, model: str, version: int, schema: InputSchema, *, max_batch: int, timeout: float):
+        self.model = model
+        self.version = version
+        self.schema = schema
+        self.max_batch = max_batch
+        self.timeout = timeout
+        self.state = "loading"  # loading, ready, failed, stopped
+        self.error = ""
+        self.handle = None  # the backend's handle of the worker
+        self.last_used = time.monotonic()
+        self._pending: deque = deque()
+        self._busy = False
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.on_broken = None  # called (self) when the worker's connection fails
+
+    def __repr__(self) -> str:
+        return f"<VersionServer {self.model} v{self.version} {self.state}>"
+
+    async def connect(self, host: str, port: int, key: str, timeout: float = 30) -> None:
+        self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        self._writer.write(encode({"key": key}))
+        hello = await asyncio.wait_for(read_frame(self._reader), timeout)
+        if not hello.get("ok"):
+            raise ConnectionError("the model's worker refused the service's key")
+        self.state = "ready"
+
+    def submit(self, payload: dict, rows: int) -> asyncio.Future:
+        """Queue one request; its future resolves to its predictions (a list of `rows`)."""
+        if self.state != "ready":
+            raise PredictFailed(f"model {self.model} version {self.version} is {self.state}"
+                                + (f": {self.error}" if self.error else ""), 503)
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((payload, rows, future))
+        self.last_used = time.monotonic()
+        if not self._busy:
+            self._busy = True
+            self._drained.clear()
+            asyncio.ensure_future(self._flush())
+        return future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch = [self._pending.popleft()]
+                rows = batch[0][1]
+                while self._pending and rows + self._pending[0][1] <= self.max_batch:
+                    item = self._pending.popleft()
+                    batch.append(item)
+                    rows += item[1]
+                await self._predict(batch)
+        finally:
+            self._busy = False
+            self._drained.set()
+
+    async def _call(self, payload: dict) -> dict:
+        self._writer.write(encode(payload))
+        return await asyncio.wait_for(read_frame(self._reader), self.timeout)
+
+    async def _predict(self, batch: list) -> None:
+        payload = batch[0][0] if len(batch) == 1 else merge([item[0] for item in batch])
+        try:
+            reply = await self._call(payload)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ProtocolError, OSError) as e:
+            timed_out = isinstance(e, asyncio.TimeoutError)
+            self._break(f"predict took longer than {self.timeout:g} s (models.predict_timeout)" if timed_out
+                        else f"the model's process stopped ({type(e).__name__})")
+            error = PredictFailed(f"model {self.model} version {self.version}: {self.error}; "
+                                  "it is being restarted, try again shortly", 504 if timed_out else 502)
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        if reply.get("ok"):
+            predictions = reply.get("predictions") or []
+            total = sum(item[1] for item in batch)
+            if len(predictions) != total:
+                error = PredictFailed(f"the model returned {len(predictions)} predictions for {total} rows", 502)
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                return
+            offset = 0
+            for _, rows, future in batch:
+                if not future.done():
+                    future.set_result(predictions[offset:offset + rows])
+                offset += rows
+            return
+        if len(batch) > 1:
+            # One request's input made the model raise: predict each alone, so only the
+            # request at fault gets the error.
+            for item in batch:
+                await self._predict([item])
+            return
+        future = batch[0][2]
+        if not future.done():
+            future.set_exception(PredictFailed(f"the model could not predict: {reply.get('error', 'unknown error')}"))
+
+    def _break(self, reason: str) -> None:
+        self.state = "failed"
+        self.error = reason
+        if self._writer is not None:
+            self._writer.close()
+        if self.on_broken is not None:
+            self.on_broken(self)
+
+    async def drain(self, timeout: float = 30) -> None:
+        """Wait until the queue is empty (no batch in flight)."""
+        await asyncio.wait_for(self._drained.wait(), timeout)
+
+    def close(self) -> None:
+        self.state = "stopped"
+        if self._writer is not None:
+            self._writer.close()
+        while self._pending:
+            *_, future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(PredictFailed(f"model {self.model} version {self.version} was unloaded", 503))
+
+
+@dataclass
+class Route:
+    """Where a model's requests go: its aliases, canaries and latest version."""
+
+    latest: int | None = None
+    aliases: dict[str, int] = field(default_factory=dict)
+    canaries: dict[str, tuple[int, float]] = field(default_factory=dict)
+    default_alias: str = "production"
+
+    def resolve(self, selector: str | None) -> tuple[int, str | None]:
+        """``(version, alias)`` a request for `selector` goes to (None: the default).
+
+        Raises ModelError 404 for an unknown alias or version."""
+        if selector is None:
+            alias = self.default_alias if self.default_alias in self.aliases else None
+            if alias is None:
+                if self.latest is None:
+                    raise ModelError("the model has no versions", 404)
+                return self.latest, None
+        elif selector[:1] == "v" and selector[1:].isdigit():
+            return int(selector[1:]), None
+        else:
+            alias = selector
+            if alias not in self.aliases:
+                raise ModelError(f"the model has no alias '{alias}'", 404)
+        canary = self.canaries.get(alias)
+        if canary is not None and random.random() * 100 < canary[1]:
+            return canary[0], alias
+        return self.aliases[alias], alias
+
+    def referenced(self) -> set[int]:
+        """Versions that must stay loaded: alias and canary targets, and the default."""
+        wanted = set(self.aliases.values()) | {v for v, _ in self.canaries.values()}
+        if self.default_alias not in self.aliases and self.latest is not None:
+            wanted.add(self.latest)
+        return wanted
+
+
+class Stats:
+    """Request counts and latency histograms of one model in 5-second buckets (page charts)."""
+
+    def __init__(self, window_seconds: int):
+        self.buckets: deque = deque(maxlen=max(1, window_seconds // BUCKET_SECONDS))
+
+    def record(self, version: int, ms: float, ok: bool) -> None:
+        now = int(time.time()) // BUCKET_SECONDS * BUCKET_SECONDS
+        if not self.buckets or self.buckets[-1][0] != now:
+            self.buckets.append((now, {}))
+        per = self.buckets[-1][1]
+        entry = per.get(version)
+        if entry is None:
+            entry = per[version] = [0, 0, [0] * (len(LATENCY_EDGES) + 1)]
+        entry[0] += 1
+        if not ok:
+            entry[1] += 1
+        entry[2][bisect.bisect_left(LATENCY_EDGES, ms)] += 1
+
+    def series(self) -> dict:
+        """``{"interval", "series": [{"version", "points": [...]}], "rate", "p50_ms", "p99_ms"}``."""
+        versions: dict[int, list] = {}
+        for t, per in self.buckets:
+            for version, (count, errors, hist) in per.items():
+                versions.setdefault(version, []).append({
+                    "t": t, "requests": count, "errors": errors, "rate": round(count / BUCKET_SECONDS, 2),
+                    "p50_ms": _percentile(hist, count, 0.5), "p99_ms": _percentile(hist, count, 0.99),
+                })
+        cutoff = time.time() - 60
+        recent = [0, [0] * (len(LATENCY_EDGES) + 1)]
+        for t, per in self.buckets:
+            if t >= cutoff:
+                for count, _, hist in per.values():
+                    recent[0] += count
+                    recent[1] = [a + b for a, b in zip(recent[1], hist)]
+        return {
+            "interval": BUCKET_SECONDS,
+            "series": [{"version": v, "points": p} for v, p in sorted(versions.items())],
+            "rate": round(recent[0] / 60, 2),
+            "p50_ms": _percentile(recent[1], recent[0], 0.5),
+            "p99_ms": _percentile(recent[1], recent[0], 0.99),
+        }
+
+
+def _percentile(hist: list[int], count: int, q: float) -> float | None:
+    if not count:
+        return None
+    target = math.ceil(q * count)
+    seen = 0
+    for i, n in enumerate(hist):
+        seen += n
+        if seen >= target:
+            return round(LATENCY_EDGES[min(i, len(LATENCY_EDGES) - 1)], 2)
+    return round(LATENCY_EDGES[-1], 2)
+
+
+def check_loaded_limit(loaded: int, limit: int, model: str) -> None:
+    if loaded >= limit:
+        raise ModelConflict(f"model {model} already has {loaded} versions loaded, the most allowed "
+                            "(models.max_loaded_versions); call it through an alias instead")
