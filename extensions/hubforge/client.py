@@ -152,14 +152,19 @@ class ServiceClient:
         return self.request("GET", path, params=params, raw=True)
 
     def request(self, method: str, path: str, body: Any = None, *,
-                params: Mapping[str, str] | None = None, raw: bool = False) -> Any:
-        """Any method: `body` is sent as JSON; the answer is parsed as JSON unless `raw`."""
+                params: Mapping[str, str] | None = None, raw: bool = False,
+                data: bytes | None = None, content_type: str = "application/json",
+                timeout: float | None = None) -> Any:
+        """Any method: `body` is sent as JSON (or `data`, bytes of `content_type`); the
+        answer is parsed as JSON unless `raw`."""
         url = urllib.parse.urljoin(self.url, path)
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        data = None if body is None else json.dumps(body).encode()
+        if data is None and body is not None:
+            data = json.dumps(body).encode()
         try:
-            return self._request(url, what=f"the {self.name} service", method=method, data=data, raw=raw)
+            return self._request(url, what=f"the {self.name} service", method=method, data=data, raw=raw,
+                                 content_type=content_type, timeout=timeout)
         except ServiceError as e:
             if e.status in (502, 504) and not self._fixed_url:
                 self._discovered_url = None
@@ -193,31 +198,31 @@ class ServiceClient:
         return _with_slash(service_url.rstrip("/") + "/" + prefix.lstrip("/"))
 
     def _request(self, url: str, *, what: str, method: str = "GET", data: bytes | None = None,
-                 raw: bool = False) -> Any:
+                 raw: bool = False, content_type: str = "application/json", timeout: float | None = None) -> Any:
         if not self._token:
             raise ServiceError(
                 self.name, 502, "not running under JupyterHub: JUPYTERHUB_API_TOKEN is not set"
             )
         headers = {"Authorization": f"token {self._token}", "Accept": "application/json"}
         if data is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         request = urllib.request.Request(url, headers=headers, data=data, method=method)
         where = _without_query(url)
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=timeout or self.timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as e:
             with e:
                 raise ServiceError(self.name, e.code, _error_message(e)) from None
         except TimeoutError:
             raise ServiceError(
-                self.name, 504, f"{what} did not answer within {self.timeout:g} s ({where})"
+                self.name, 504, f"{what} did not answer within {timeout or self.timeout:g} s ({where})"
             ) from None
         except urllib.error.URLError as e:
             reason = e.reason
             if isinstance(reason, TimeoutError):
                 raise ServiceError(
-                    self.name, 504, f"{what} did not answer within {self.timeout:g} s ({where})"
+                    self.name, 504, f"{what} did not answer within {timeout or self.timeout:g} s ({where})"
                 ) from None
             raise ServiceError(
                 self.name, 502, f"cannot reach {what} at {where}: {reason}"

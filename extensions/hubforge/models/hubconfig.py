@@ -49,6 +49,8 @@ def service_config(settings, models: ModelsSettings, base_url: str = "/") -> dic
         "settings": {k: v for k, v in models.to_json().items() if k not in ("db_url", "source")},
         "models_dir": str(data_dir / "models"),
         "mode": settings.mode,
+        # Where users reach the hub: the endpoint URLs the API and the widget show.
+        "public_url": _public_url(settings, base_url),
     }
     if settings.mode == "local":
         local = dict(settings.local or {})
@@ -76,6 +78,17 @@ def service_config(settings, models: ModelsSettings, base_url: str = "/") -> dic
             }
             config["fetch_url"] = f"http://hub:{KUBERNETES_PORT}{prefix}services/{SERVICE_NAME}/"
     return config
+
+
+def _public_url(settings, base_url: str) -> str:
+    """The hub's public origin (``scheme://host:port``); 127.0.0.1 for an all-interfaces bind."""
+    from urllib.parse import urlparse
+
+    if settings.mode == "kubernetes":
+        return ""  # the chart's ingress decides; the API then gives paths only
+    u = urlparse(settings.bind_url)
+    host = "127.0.0.1" if u.hostname in ("0.0.0.0", "", None) else u.hostname
+    return f"{u.scheme}://{host}:{u.port or 80}"
 
 
 def _profile_image(settings) -> str:

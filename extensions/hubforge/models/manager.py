@@ -77,7 +77,8 @@ class ModelInfo:
 class ModelManager:
     """The registry and the served versions of one service process."""
 
-    def __init__(self, settings: ModelsSettings, data_dir: str, backend, *, db_url: str, fetch_base: str):
+    def __init__(self, settings: ModelsSettings, data_dir: str, backend, *, db_url: str, fetch_base: str,
+                 public_base: str = "/services/models/"):
         self.settings = settings
         self.root = Path(data_dir)
         self.store = self.root / "store"
@@ -86,6 +87,7 @@ class ModelManager:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.backend = backend
         self.fetch_base = fetch_base.rstrip("/") + "/"
+        self.public_base = public_base.rstrip("/") + "/"
         self.engine = make_engine(db_url)
         upgrade(self.engine)
         self.sessions = sessions(self.engine)
@@ -537,6 +539,8 @@ class ModelManager:
                             "version": info.route.aliases.get(DEFAULT_ALIAS, info.route.latest)},
                 "shared_with": {k: list(info.shared_with.get(k, [])) for k in ("users", "groups", "services")},
                 "loaded": {str(v): self.servers[(name, v)].state for (n, v) in sorted(self.servers) if n == name},
+                "endpoint": f"{self.public_base}{name}/predict",
+                "alias_endpoints": {a: f"{self.public_base}{name}@{a}/predict" for a in sorted(info.route.aliases)},
             }
             if versions:
                 data["version_list"] = [self._version_json(v) for v in model.versions]
@@ -560,6 +564,7 @@ class ModelManager:
             "created_by": row.created_by, "description": row.description, "signature": row.signature,
             "requirements": row.requirements, "flavors": row.flavors, "size": row.size, "sha256": row.sha256,
             "state": server.state if server else "unloaded", "error": server.error if server else "",
+            "endpoint": f"{self.public_base}{row.model_name}@v{row.number}/predict",
         }
 
 

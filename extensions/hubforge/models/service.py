@@ -454,7 +454,8 @@ class ModelsService(HubServiceApp):
         host, port = self.listen_address()
         fetch_base = config.get("fetch_url") or f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}{self.service_prefix}"
         backend = make_backend(config, settings, models_dir)
-        self.manager = ModelManager(settings, str(models_dir), backend, db_url=db_url, fetch_base=fetch_base)
+        self.manager = ModelManager(settings, str(models_dir), backend, db_url=db_url, fetch_base=fetch_base,
+                                    public_base=config.get("public_url", "") + self.service_prefix)
         self._app.settings["models_settings"] = settings
 
     def start(self) -> None:
