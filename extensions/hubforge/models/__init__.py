@@ -33,3 +33,11 @@ from .client import (  # noqa: F401
     stats,
     versions,
 )
+
+
+def __getattr__(name: str):
+    if name == "PublishWidget":  # ipywidgets only when asked for
+        from .widgets import PublishWidget
+
+        return PublishWidget
+    raise AttributeError(f"module 'hubforge.models' has no attribute {name!r}")

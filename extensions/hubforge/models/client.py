@@ -152,7 +152,7 @@ class PredictWrapper:
 
 
 def publish(model, name: str, *, input_example=None, description: str = "", alias: str | None = None,
-            pip_requirements: Iterable[str] | None = None, progress: bool = True,
+            pip_requirements: Iterable[str] | None = None, progress=True,
             client: ServiceClient | None = None) -> PublishedModel:
     """Publish `model` as a new version of the model `name` and serve it; returns where.
 
@@ -162,7 +162,8 @@ def publish(model, name: str, *, input_example=None, description: str = "", alia
     :class:`ModelsError` 422 with the loader's error, and nothing is published. The
     endpoint answers at once: ``/services/models/<name>/predict`` serves the
     ``production`` alias if set, else the latest version. With `alias`, that alias
-    (e.g. ``"staging"``) points at the new version.
+    (e.g. ``"staging"``) points at the new version. `progress`: True (a progress bar),
+    False, or a callable ``(step, total, text)``.
     """
     from .archive import pack
     from .manager import check_model_name
@@ -188,16 +189,23 @@ def publish(model, name: str, *, input_example=None, description: str = "", alia
 
 
 class _Progress:
-    """A small tqdm bar (the notebook's widget bar in Jupyter), or nothing."""
+    """A small tqdm bar (the notebook's widget bar in Jupyter), a callback
+    ``progress(step, total, text)`` (the Publish widget's), or nothing."""
 
-    def __init__(self, enabled: bool, total: int):
+    def __init__(self, enabled, total: int):
         self.bar = None
-        if enabled:
+        self.callback = enabled if callable(enabled) else None
+        self.total = total
+        self.n = 0
+        if enabled is True:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc="publish", bar_format="{desc}: {n}/{total} {postfix}")
 
     def step(self, text: str) -> None:
+        self.n += 1
+        if self.callback is not None:
+            self.callback(self.n, self.total, text)
         if self.bar is not None:
             self.bar.set_postfix_str(text)
             self.bar.update(1)

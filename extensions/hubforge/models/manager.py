@@ -47,10 +47,13 @@ DEFAULT_ALIAS = "production"
 ALWAYS_SAMPLED = 20
 
 
+MODEL_NAME_HELP = ("1 to 63 lower-case letters, digits, '-' and '_', starting with a letter or digit, "
+                   f"and none of {', '.join(sorted(RESERVED))}")
+
+
 def check_model_name(name: str) -> str:
-    if not MODEL_NAME.match(name) or name in RESERVED:
-        raise InvalidInput(f"model name {name!r} is not allowed: use 1 to 63 lower-case letters, digits, '-' "
-                           f"and '_', starting with a letter or digit, and none of {', '.join(sorted(RESERVED))}")
+    if not isinstance(name, str) or not MODEL_NAME.match(name) or name in RESERVED:
+        raise InvalidInput(f"model name {name!r} is not allowed: use {MODEL_NAME_HELP}")
     return name
 
 
