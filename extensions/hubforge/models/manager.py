@@ -221,11 +221,10 @@ class ModelManager:
         version, alias = info.route.resolve(selector)
         server = self.servers.get((info.name, version))
         if server is None or server.state != "ready":
-            if selector is None or alias is not None or (info.name, version) not in self.servers:
-                if (info.name, version) not in self.servers:
-                    self._check_version(info, version)
-                    check_loaded_limit(sum(1 for k in self.servers if k[0] == info.name),
-                                       self.settings.max_loaded_versions, info.name)
+            if server is None and selector is not None and alias is None:  # a version called by number
+                self._check_version(info, version)
+                check_loaded_limit(sum(1 for k in self.servers if k[0] == info.name),
+                                   self.settings.max_loaded_versions, info.name)
             server = await self.ensure(info.name, version)
         payload, rows = server.schema.parse(body)
         predictions = await server.submit(payload, rows)
