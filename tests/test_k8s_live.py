@@ -148,3 +148,55 @@ async def test_a_jobs_run_executes_as_a_kubernetes_job(core, namespace, tmp_path
     assert "live run 42" in slot.log_path.read_text()
     with pytest.raises(client.ApiException):
         await core.read_namespaced_secret(name, namespace)
+
+
+@pytest.mark.timeout(300)
+async def test_model_objects_are_created_swept_and_stopped(core, namespace):
+    """The five objects of a served model version exist once applied; the models
+    service's Kubernetes backend sweeps those it is not told to keep and deletes the
+    rest on stop. No pod needs to start: the image is never pulled for this check."""
+    from kubernetes_asyncio import client
+
+    from hubforge.k8s.models import model_manifests, model_object_name
+    from hubforge.models.kubernetes import KubernetesBackend
+
+    api = core.api_client
+    readers = {
+        "Secret": core.read_namespaced_secret,
+        "Deployment": client.AppsV1Api(api).read_namespaced_deployment,
+        "Service": core.read_namespaced_service,
+        "HorizontalPodAutoscaler": client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler,
+        "NetworkPolicy": client.NetworkingV1Api(api).read_namespaced_network_policy,
+    }
+    creators = {
+        "Secret": core.create_namespaced_secret,
+        "Deployment": client.AppsV1Api(api).create_namespaced_deployment,
+        "Service": core.create_namespaced_service,
+        "HorizontalPodAutoscaler": client.AutoscalingV2Api(api).create_namespaced_horizontal_pod_autoscaler,
+        "NetworkPolicy": client.NetworkingV1Api(api).create_namespaced_network_policy,
+    }
+    for version in (1, 2):
+        for manifest in model_manifests(model="live_model", version=version, owner="hubforge-live",
+                                        namespace=namespace, key=secrets.token_urlsafe(32),
+                                        image="registry.invalid/hubforge-model:none",
+                                        fetch_url="http://hub:10103/services/models/internal/archive"):
+            await asyncio.wait_for(creators[manifest["kind"]](namespace, manifest), API_TIMEOUT)
+    v1, v2 = model_object_name("live_model", 1), model_object_name("live_model", 2)
+    for kind, read in readers.items():
+        found = await asyncio.wait_for(read(v1, namespace), API_TIMEOUT)
+        assert found.metadata.labels["app.kubernetes.io/managed-by"] == "hubforge", kind
+
+    backend = KubernetesBackend(namespace=namespace, image="unused", api_client=api)
+    assert await backend.sweep({v1}) == [v2]
+    for kind, read in readers.items():
+        with pytest.raises(client.ApiException) as gone:
+            await asyncio.wait_for(read(v2, namespace), API_TIMEOUT)
+        assert gone.value.status == 404, kind
+        await asyncio.wait_for(read(v1, namespace), API_TIMEOUT)
+
+    await backend.stop(v1)
+    await backend.stop(v1)  # already gone: nothing to do
+    for kind, read in readers.items():
+        with pytest.raises(client.ApiException) as gone:
+            await asyncio.wait_for(read(v1, namespace), API_TIMEOUT)
+        assert gone.value.status == 404, kind

@@ -228,8 +228,8 @@ class ContainerBackend(ProcessBackend):
             await rm.wait()
         await super()._kill(proc, grace)
 
-    async def sweep(self) -> None:
-        """Remove model containers a killed service left behind."""
+    async def sweep(self, keep: set | None = None) -> None:
+        """Remove model containers a killed service left behind (at start: none is kept)."""
         proc = await asyncio.create_subprocess_exec(
             self.engine, "ps", "-aq", "--filter", "label=hubforge.role=model", env=self.environ,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)

@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 
 from ..dbutil import iso, utcnow
 from .archive import unpack
-from .backends import WorkerFailed, WorkerSpec
+from .backends import WorkerFailed, WorkerSpec  # noqa: F401 (WorkerFailed: backends raise it)
 from .db import Alias, AliasEvent, Model, Version, make_engine, sessions, upgrade
 from .errors import InvalidArchive, InvalidInput, ModelConflict, ModelError
 from .serving import RETIRE_GRACE, Route, Stats, VersionServer, check_loaded_limit
@@ -183,7 +183,7 @@ class ModelManager:
             except (OSError, asyncio.TimeoutError, ConnectionError) as e:
                 await self.backend.stop(handle)
                 raise WorkerFailed(f"cannot reach the model's process: {e}") from None
-        except WorkerFailed as e:
+        except RuntimeError as e:  # WorkerFailed, or the Kubernetes backend's errors
             log.warning("model %s version %s failed to load: %s", name, version, e)
             raise ModelError(f"model {name} version {version} could not be loaded: {e}", 422) from None
         finally:

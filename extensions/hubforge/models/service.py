@@ -477,8 +477,10 @@ class ModelsService(HubServiceApp):
             raise
         sweep = getattr(self.manager.backend, "sweep", None)
         if sweep is not None:
-            with contextlib.suppress(Exception):
-                await sweep()
+            try:
+                await sweep(set())  # what a killed copy of the service left running
+            except Exception as e:
+                self.log.warning("cannot remove the model workers a previous run left: %s", e)
         self._app.settings["manager"] = self.manager
         self._forget_secrets()
         PeriodicCallback(self.manager.unload_idle, 30_000).start()
@@ -515,7 +517,7 @@ def make_backend(config: dict, settings: ModelsSettings, models_dir: Path):
     if mode == "kubernetes":
         from .kubernetes import KubernetesBackend
 
-        return KubernetesBackend(**config.get("kubernetes", {}))
+        return KubernetesBackend(load_timeout=settings.load_timeout, **config.get("kubernetes", {}))
     return LocalBackend(logs, load_timeout=settings.load_timeout, **config.get("local", {}))
 
 
