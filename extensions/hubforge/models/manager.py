@@ -100,6 +100,7 @@ class ModelManager:
         self._fetch_keys: dict[str, Path] = {}  # sha256(key) -> archive a worker may download
         self._retiring: dict[tuple[str, int], asyncio.Task] = {}
         self.metrics = _Metrics()
+        self.closing = False
         self._load()
 
     # -- start, stop --------------------------------------------------------------
@@ -133,6 +134,7 @@ class ModelManager:
                     log.warning("model %s version %s: %s", name, version, e)
 
     async def close(self) -> None:
+        self.closing = True  # workers stopping now are not restarted
         for server in self.servers.values():
             server.close()
         await self.backend.close()
@@ -171,6 +173,7 @@ class ModelManager:
         schema = InputSchema((signature or {}).get("inputs"), self.settings.max_request_rows)
         server = VersionServer(name, version, schema, max_batch=self.settings.max_batch_size,
                                timeout=self.settings.predict_timeout)
+        server.on_batch = self.metrics.batch_rows.labels(name, str(version)).observe
         spec = WorkerSpec(model=name, version=version, owner=owner, key=key,
                           fetch_url=self.fetch_base + "internal/archive")
         log.info("model %s version %s: loading", name, version)
@@ -199,6 +202,8 @@ class ModelManager:
     def _on_broken(self, server: VersionServer) -> None:
         """A worker died or hung: stop it and load the version again if still wanted."""
         key = (server.model, server.version)
+        if self.closing:
+            return
         log.warning("model %s version %s: %s", server.model, server.version, server.error)
 
         async def restart():
@@ -637,6 +642,9 @@ class _Metrics:
                                  registry=self.registry)
         self.rows = Counter("hubforge_model_rows", "Rows predicted, by model and version.", ["model", "version"],
                             registry=self.registry)
+        self.batch_rows = Histogram("hubforge_model_batch_rows", "Rows per predict call of the model (adaptive "
+                                    "batching: more under load), by model and version.", ["model", "version"],
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024), registry=self.registry)
 
     def record(self, model: str, version, alias, status: int, seconds: float, rows: int) -> None:
         v = str(version) if version is not None else ""

@@ -63,6 +63,7 @@ class VersionServer:
         self._drained = asyncio.Event()
         self._drained.set()
         self.on_broken = None  # called (self) when the worker's connection fails
+        self.on_batch = None  # called (rows) for every predict call sent to the worker
 
     def __repr__(self) -> str:
         return f"<VersionServer {self.model} v{self.version} {self.state}>"
@@ -109,6 +110,8 @@ class VersionServer:
 
     async def _predict(self, batch: list) -> None:
         payload = batch[0][0] if len(batch) == 1 else merge([item[0] for item in batch])
+        if self.on_batch is not None:
+            self.on_batch(sum(item[1] for item in batch))
         try:
             reply = await self._call(payload)
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ProtocolError, OSError) as e:
