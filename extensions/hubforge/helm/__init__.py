@@ -2,7 +2,8 @@
 
 :mod:`.values` turns ``spawner_profiles/`` and the platform settings into values for
 the Zero to JupyterHub chart and the dask-gateway chart, with :mod:`.jobs`'s part for the
-scheduled-jobs service (values, and the RBAC manifest ``jobs-rbac.yaml``); :mod:`.cli` is the
+scheduled-jobs service (values, and the RBAC manifest ``jobs-rbac.yaml``) and :mod:`.models`'s
+for the models service (values, and ``models-rbac.yaml``); :mod:`.cli` is the
 ``hubforge helm-values`` command that writes (or checks) ``helm-values/``. See
 docs/kubernetes.md.
 """

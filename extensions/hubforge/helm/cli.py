@@ -18,9 +18,9 @@ DEFAULT_OUTPUT_DIR = REPO_ROOT / "helm-values"
 
 
 def cmd_helm_values(args: argparse.Namespace) -> int:
-    """Generate Helm values for Zero to JupyterHub and dask-gateway, and the jobs
-    service's RBAC manifest, from the profiles and the platform settings; with --check,
-    list stale files and exit 1 instead."""
+    """Generate Helm values for Zero to JupyterHub and dask-gateway, and the jobs and
+    models services' RBAC manifests, from the profiles and the platform settings; with
+    --check, list stale files and exit 1 instead."""
     from .values import stale_files, write
 
     settings = Settings.load(getattr(args, "settings", None))
@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--output-dir", default=str(DEFAULT_OUTPUT_DIR), metavar="DIR",
-        help=f"where to write jupyterhub.yaml, dask-gateway.yaml and jobs-rbac.yaml (default: {DEFAULT_OUTPUT_DIR})",
+        help="where to write jupyterhub.yaml, dask-gateway.yaml, jobs-rbac.yaml and models-rbac.yaml "
+        f"(default: {DEFAULT_OUTPUT_DIR})",
     )
     parser.add_argument(
         "--check", action="store_true",

@@ -20,7 +20,6 @@ everything), and the hub's policy admits them by HubForge's run labels.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..jobs.hubconfig import KUBERNETES_PORT, POD_IP_ENV, SERVICE_NAME
@@ -101,7 +100,8 @@ def jobs_hub_config(settings, profiles_dir: str, source: str) -> str:
     (``hub.loadRoles`` and the culler's are there already).
     """
     JobsSettings.from_settings(settings)
-    jobs = json.dumps(dict(settings.jobs or {}), sort_keys=True)
+    # repr, not JSON: the section's booleans must read as Python (True, not true).
+    jobs = repr(dict(sorted(dict(settings.jobs or {}).items())))
     return HUB_CONFIG.format(source=source, port=KUBERNETES_PORT, data_dir=HUB_DATA_DIR,
                              profiles_dir=profiles_dir, jobs=jobs)
 

@@ -22,6 +22,14 @@ values key                    comes from
                               entry; nothing when ``jobs.enabled`` is false
 ``jobs-rbac.yaml``            not chart values: the Role and RoleBinding the jobs service
                               needs, for ``kubectl apply``
+``hub.service.extraPorts``,   the ``models:`` settings (:mod:`hubforge.helm.models`): the
+``hub.networkPolicy``...      models service in the hub's pod on port 10103, reachable by
+                              model worker pods, user servers and the proxy, and the hub's
+                              pod allowed to reach the workers on 8080; its
+                              ``hub.extraConfig`` entry; nothing when ``models.enabled`` is
+                              false
+``models-rbac.yaml``          not chart values: the Role and RoleBinding the models service
+                              needs, for ``kubectl apply``
 dask-gateway ``gateway``      JupyterHub auth against this hub; the CPU profiles' images;
                               the ``dask:`` settings (:mod:`hubforge.dask.settings`): cluster
                               options bounded by each user's limits, clusters per user,
@@ -53,10 +61,11 @@ from .. import __version__
 from ..exceptions import ConfigError
 from ..dask.settings import DaskSettings, Limits
 from ..jobs.settings import JobsSettings
+from ..models.settings import ModelsSettings
 from ..profiles import load_profiles, to_kubespawner_profile_list
 from ..settings import REPO_ROOT, Settings
 from ..spawners.kubernetes import HOME_CAPACITY, HOME_MOUNT_PATH, HOME_PVC_NAME_TEMPLATE, HOME_VOLUME_NAME
-from .jobs import JOBS_RBAC_FILE, RBAC_DISABLED, RBAC_HEADER, RBAC_NAME, jobs_chart_values, jobs_rbac
+from . import jobs, models
 
 #: Generated file name -> (chart, chart version) it is for.
 CHARTS = {
@@ -96,11 +105,16 @@ COMMENTS = {
     "hub.config": "Sign-up with bcrypt-hashed passwords and admin approval, as on the local hub.",
     "hub.extraFiles": "The profile files: the hub validates user_options and renders the spawn form\n"
     "from them.",
-    "hub.extraConfig": "HubForge's spawner and NativeAuthenticator's pages; the jobs service (jobs:).",
-    "hub.extraEnv": "The pod's IP: the hub's address for the jobs service running in this pod.",
-    "hub.service": "The jobs service's port (10102) on the hub's Service, for run pods' reports.",
-    "hub.networkPolicy": "Run pods, user servers and the proxy may reach the jobs service on 10102.",
-    "singleuser.networkPolicy": "Notebooks call the jobs service in the hub's pod directly, on 10102.",
+    "hub.extraConfig": "HubForge's spawner and NativeAuthenticator's pages; the jobs service (jobs:)\n"
+    "and the models service (models:), each when enabled.",
+    "hub.extraEnv": "The pod's IP: the hub's address for the jobs and models services running in this pod.",
+    "hub.service": "The jobs service's port (10102) on the hub's Service, for run pods' reports; the\n"
+    "models service's (10103), where model worker pods download their model.",
+    "hub.networkPolicy": "Run pods, user servers and the proxy may reach the jobs service on 10102; model\n"
+    "worker pods, user servers and the proxy the models service on 10103. The hub's pod\n"
+    "may reach model worker pods on 8080.",
+    "singleuser.networkPolicy": "Notebooks call the jobs (10102) and models (10103) services in the hub's pod\n"
+    "directly.",
     "hub.services": "dask-gateway (dask-gateway.yaml) behind the hub's proxy at /services/dask-gateway.",
     "hub.loadRoles": "Users may use the dask-gateway service.",
     "singleuser.storage": "One home PVC per user, shared by their named servers.",
@@ -117,7 +131,8 @@ COMMENTS = {
     "gateway.extraConfig": "HubForge's Dask limits (dask: in the platform settings): cluster options\n"
     "bounded by each user's limits, workers per cluster, clusters per user.",
     "traefik": "Reached through the hub's proxy at /services/dask-gateway, not from outside.",
-    "proxy": "The proxy routes /services/jobs/ to the jobs service in the hub's pod, on 10102.",
+    "proxy": "The proxy routes /services/jobs/ and /services/models/ to the services in the hub's\n"
+    "pod, on 10102 and 10103.",
 }
 
 #: What a generated file says when its chart has no values: not to install it.
@@ -541,19 +556,26 @@ def jupyterhub_values(settings: Settings) -> dict[str, Any]:
         "prePuller": {"pullProfileListImages": False, "extraImages": images},
         "cull": cull,
     }
-    return _merge(values, jobs_chart_values(settings, HUB_PROFILES_DIR, _settings_source(settings)))
+    source = _settings_source(settings)
+    values = _merge(values, jobs.jobs_chart_values(settings, HUB_PROFILES_DIR, source))
+    return _merge(values, models.models_chart_values(settings, HUB_PROFILES_DIR, source))
 
 
 def _merge(values: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """`values` with `extra`'s keys added, maps merged (no key is set by both)."""
+    """`values` with `extra`'s keys added: maps merged, lists extended with the items
+    they lack (the jobs' and the models' ports and network rules side by side), a key
+    both set to the same value (``hub.extraEnv.POD_IP``) kept once; a key set to two
+    different values is an error."""
     merged = dict(values)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        elif key in merged:
-            raise ValueError(f"values key {key!r} set twice")
-        else:
+        if key not in merged:
             merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = _merge(merged[key], value)
+        elif isinstance(value, list) and isinstance(merged[key], list):
+            merged[key] = merged[key] + [item for item in value if item not in merged[key]]
+        elif merged[key] != value:
+            raise ValueError(f"values key {key!r} set twice")
     return merged
 
 
@@ -639,6 +661,11 @@ def dask_gateway_values(settings: Settings) -> dict[str, Any]:
 class _Dumper(yaml.SafeDumper):
     """Block style, multi-line strings as literal blocks (the code and profile files)."""
 
+    def ignore_aliases(self, data):
+        # The services' values share selectors (the hub's pod, the network-access-hub
+        # label): written out each time, not as &id001 anchors a reader must chase.
+        return True
+
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
     style = "|" if "\n" in value else None
@@ -687,11 +714,17 @@ def generate(settings: Settings) -> dict[str, str]:
         values = builders[name](settings)
         # A file for each chart even when it has no values, so --check still sees it.
         files[name] = render(values, chart, version, sources) + ("" if values else NO_VALUES[name])
-    header = RBAC_HEADER.format(sources=_settings_source(settings))
-    if JobsSettings.from_settings(settings).enabled:
-        files[JOBS_RBAC_FILE] = render_manifests(jobs_rbac(), header)
-    else:
-        files[JOBS_RBAC_FILE] = header + RBAC_DISABLED.format(name=RBAC_NAME)
+    # Each service's RBAC manifest; when the service is disabled, a file that says so.
+    services = (
+        (jobs, jobs.JOBS_RBAC_FILE, jobs.jobs_rbac, JobsSettings.from_settings(settings).enabled),
+        (models, models.MODELS_RBAC_FILE, models.models_rbac, ModelsSettings.from_settings(settings).enabled),
+    )
+    for part, name, rbac, enabled in services:
+        header = part.RBAC_HEADER.format(sources=_settings_source(settings))
+        if enabled:
+            files[name] = render_manifests(rbac(), header)
+        else:
+            files[name] = header + part.RBAC_DISABLED.format(name=part.RBAC_NAME)
     return files
 
 

@@ -114,8 +114,11 @@ def configure_models_service(c, settings, services: list, roles: list) -> None:
         environment["HUBFORGE_MODELS_DB_URL"] = models.db_url
     if settings.mode == "kubernetes":
         pod_ip = os.environ.get("POD_IP", "")
-        url = f"http://{pod_ip or 'hub'}:{KUBERNETES_PORT}"
-        environment["HUBFORGE_MODELS_BIND"] = f"0.0.0.0:{KUBERNETES_PORT}"
+        if ":" in pod_ip:  # an IPv6-first cluster: brackets in the URL, listen on "::"
+            url, environment["HUBFORGE_MODELS_BIND"] = f"http://[{pod_ip}]:{KUBERNETES_PORT}", f":::{KUBERNETES_PORT}"
+        else:
+            url = f"http://{pod_ip or 'hub'}:{KUBERNETES_PORT}"
+            environment["HUBFORGE_MODELS_BIND"] = f"0.0.0.0:{KUBERNETES_PORT}"
         environment.update({k: os.environ[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
                                                         "HUBFORGE_MODELS_DB_URL") if os.environ.get(k)})
     else:
