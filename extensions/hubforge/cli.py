@@ -18,6 +18,7 @@ from .exceptions import HubForgeError
 from .helm.cli import register as register_helm_values
 from .images.cli import register as register_images
 from .jobs.cli import add_jobs_parser
+from .models.cli import add_models_parser
 from .settings import REPO_ROOT, Settings
 
 HUB_CONFIG = REPO_ROOT / "hub_config" / "jupyterhub_config.py"
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_helm_values(sub)
     register_images(sub)
     add_jobs_parser(sub)
+    add_models_parser(sub)
 
     ref = sub.add_parser("config-reference", help="print the settings reference",
                          description=cmd_config_reference.__doc__)

@@ -88,8 +88,13 @@ def save(model, path: str, *, input_example=None, pip_requirements: Iterable[str
     the model's predictions on it; the requirements are MLflow's defaults for the
     flavour unless `pip_requirements` is given.
     """
-    import mlflow.pyfunc
-    from mlflow.models import infer_signature
+    import warnings
+
+    with warnings.catch_warnings():
+        # At import, MLflow warns about a type hint of its own; not the user's concern.
+        warnings.simplefilter("ignore", UserWarning)
+        import mlflow.pyfunc
+        from mlflow.models import infer_signature
 
     if input_example is None:
         raise ValueError("input_example: give a few rows of the model's input (a DataFrame); "
