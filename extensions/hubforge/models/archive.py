@@ -41,11 +41,14 @@ def unpack(fileobj, dest: str | os.PathLike, max_bytes: int) -> None:
     try:
         with tarfile.open(fileobj=fileobj, mode="r:gz") as archive:
             for member in archive:
-                name = posixpath.normpath(member.name.lstrip("./") or ".")
+                raw = member.name
+                while raw.startswith("./"):
+                    raw = raw[2:]
+                name = posixpath.normpath(raw) if raw else "."
+                if member.name.startswith("/") or name == ".." or name.startswith("../") or "/../" in f"/{raw}/":
+                    raise InvalidArchive(f"the archive's member {member.name!r} points outside the model folder")
                 if name == ".":
                     continue
-                if member.name.startswith("/") or name.startswith("..") or "/../" in f"/{name}/":
-                    raise InvalidArchive(f"the archive's member {member.name!r} points outside the model folder")
                 target = dest / name
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -55,7 +58,7 @@ def unpack(fileobj, dest: str | os.PathLike, max_bytes: int) -> None:
                                          "(links and devices are refused)")
                 total += member.size
                 if total > max_bytes:
-                    raise InvalidArchive(f"the model unpacks to more than {max_bytes // 2**20} MiB", 413)
+                    raise InvalidArchive(f"the model unpacks to more than {max_bytes / 2**20:g} MiB", 413)
                 target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
                 source = archive.extractfile(member)
                 with open(target, "xb") as out:

@@ -75,6 +75,10 @@ class ProcessBackend:
     def log_path(self, spec: WorkerSpec) -> Path:
         return self.logs_dir / f"{spec.model}-v{spec.version}.log"
 
+    def remove_log(self, model: str, version: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.logs_dir / f"{model}-v{version}.log").unlink()
+
     async def _launch(self, spec: WorkerSpec, command: list[str], **kwargs) -> tuple[str, int, object]:
         path = self.log_path(spec)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

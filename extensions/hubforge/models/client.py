@@ -93,7 +93,7 @@ def save(model, path: str, *, input_example=None, pip_requirements: Iterable[str
     with warnings.catch_warnings():
         # At import, MLflow warns about a type hint of its own; not the user's concern.
         warnings.simplefilter("ignore", UserWarning)
-        import mlflow.pyfunc
+        import mlflow.pyfunc  # noqa: F401 (imported here, under the filter)
         from mlflow.models import infer_signature
 
     if input_example is None:
@@ -102,8 +102,28 @@ def save(model, path: str, *, input_example=None, pip_requirements: Iterable[str
     if not hasattr(model, "predict"):
         raise TypeError(f"model: a {type(model).__name__} has no predict method")
     example = input_example.head(5) if hasattr(input_example, "head") else input_example
-    signature = infer_signature(input_example, _predict_sample(model, input_example))
     requirements = list(pip_requirements) if pip_requirements is not None else None
+    import logging
+
+    sklearn_log = logging.getLogger("mlflow.sklearn")
+    level = sklearn_log.level
+    # MLflow's advice (integer columns; pickle formats, which HubForge chooses knowingly:
+    # the worker that unpickles runs as the model's owner) and the pandas deprecations its
+    # own code triggers are noise in the user's notebook, not their concern.
+    sklearn_log.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+        try:
+            _save(model, path, infer_signature(input_example, _predict_sample(model, input_example)), example,
+                  requirements)
+        finally:
+            sklearn_log.setLevel(level)
+    return path
+
+
+def _save(model, path: str, signature, example, requirements) -> None:
+    import mlflow.pyfunc
+
     if _is_sklearn(model):
         import mlflow.sklearn
 
@@ -114,7 +134,6 @@ def save(model, path: str, *, input_example=None, pip_requirements: Iterable[str
         python_model = model if isinstance(model, mlflow.pyfunc.PythonModel) else PredictWrapper(model)
         mlflow.pyfunc.save_model(path, python_model=python_model, signature=signature, input_example=example,
                                  pip_requirements=requirements or [f"mlflow-skinny=={mlflow.__version__}"])
-    return path
 
 
 def _predict_sample(model, example):

@@ -224,6 +224,13 @@ class ModelManager:
         """``(predictions, version, alias)`` for a request body (checked against the
         signature of the version it is routed to)."""
         version, alias = info.route.resolve(selector)
+        try:
+            return await self._predict(info, selector, version, alias, body)
+        except ModelError as e:
+            e.version, e.alias = version, alias  # the metrics count a failure against its version
+            raise
+
+    async def _predict(self, info: ModelInfo, selector, version: int, alias, body: bytes):
         server = self.servers.get((info.name, version))
         if server is None or server.state != "ready":
             if server is None and selector is not None and alias is None:  # a version called by number
@@ -323,6 +330,9 @@ class ModelManager:
         refused (422, with the loader's error) and leaves nothing behind.
         """
         check_model_name(name)
+        existing = self.models.get(name)
+        # An admin may add a version to someone's model: it stays theirs, and runs as them.
+        owner = existing.owner if existing is not None else user
         size = upload.stat().st_size
         staging = Path(tempfile.mkdtemp(dir=self.root / "tmp"))
         try:
@@ -331,8 +341,8 @@ class ModelManager:
             meta = read_mlmodel(staging / "model")
             archive = staging / "archive.tar.gz"
             shutil.copyfile(upload, archive)
-            number = self._reserve(user, name, description)
-            server = await self._start_worker(name, number, user, meta["signature"], archive)
+            number = self._reserve(owner, name, description)
+            server = await self._start_worker(name, number, owner, meta["signature"], archive)
             try:
                 target = self.store / name
                 target.mkdir(exist_ok=True, mode=0o700)
@@ -497,12 +507,16 @@ class ModelManager:
     async def delete_model(self, name: str) -> None:
         info = self.models.pop(name)
         with self.sessions() as s:
-            s.delete(s.get(Model, name))
+            model = s.get(Model, name)
+            numbers = range(1, model.next_version)  # failed publishes' numbers had logs too
+            s.delete(model)
             s.commit()
         for key in [k for k in self.servers if k[0] == name]:
             server = self.servers.pop(key)
             server.close()
             await self.backend.stop(server.handle)
+        for number in numbers:
+            self._remove_files(name, number)
         shutil.rmtree(self.store / name, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             (self.samples_dir / f"{name}.jsonl").unlink()
@@ -512,6 +526,9 @@ class ModelManager:
         shutil.rmtree(self.store / name / str(version), ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             (self.store / name / f"{version}.tar.gz").unlink()
+        remove_log = getattr(self.backend, "remove_log", None)
+        if remove_log is not None:  # the worker's stderr may quote callers' input
+            remove_log(name, version)
 
     def share(self, name: str, sharing: dict) -> dict:
         clean = {}

@@ -35,7 +35,8 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Unicode, default
 
 from ..services.auth import APIHandler, HubServiceApp, log_request, requires_scopes
-from .errors import InvalidInput, ModelError
+from .errors import InvalidInput, ModelConflict, ModelError
+from .manager import may_use
 from .settings import ModelsSettings
 
 READ_SCOPE = "custom:hubforge:models:read"
@@ -95,7 +96,6 @@ class ModelListHandler(ModelsHandlerMixin, APIHandler):
         everyone = self.get_argument("all", "") in ("1", "true", "yes")
         if everyone and not user.get("admin"):
             raise web.HTTPError(403, "only admins may list every user's models (?all=1)")
-        from .manager import may_use
 
         # Without ?all, admins too see what is theirs or shared with them.
         as_user = {**user, "admin": False}
@@ -164,8 +164,11 @@ class VersionsHandler(ModelsHandlerMixin, APIHandler):
     async def post(self, name):
         user = self.caller_name()
         self.log_context["model"] = name
-        if name in self.manager.models:
-            self.model(name, write=True)  # 404 for a model the caller may not see
+        info = self.manager.models.get(name)
+        if info is not None and not may_use(info, self.current_user, manage=True):
+            # Names are global (they are in the URL): saying one is taken is the least a
+            # user needs to choose another; nothing else about the model is told.
+            raise ModelConflict(f"the name {name} is taken by another user's model; choose another name")
         self._upload.flush()
         if self._size == 0:
             raise InvalidInput("the request body is empty: send the model as a tar.gz archive")
@@ -307,8 +310,6 @@ class EndpointHandler(ModelsHandlerMixin, APIHandler):
             self.authorize([])  # raises 403 naming the access scope
         if f"{INVOKE_SCOPE}:{info.name}" in held:
             return
-        from .manager import may_use
-
         if not may_use(info, user):
             raise ModelError(f"model {info.name} does not exist", 404)
         if not check_scopes({INVOKE_SCOPE}, held):
@@ -345,6 +346,7 @@ class EndpointHandler(ModelsHandlerMixin, APIHandler):
             self.write_json({"predictions": predictions})
         except ModelError as e:
             status = e.status_code
+            version, alias = getattr(e, "version", None), getattr(e, "alias", None)
             raise
         except web.HTTPError as e:
             status = e.status_code
