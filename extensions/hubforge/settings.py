@@ -7,6 +7,10 @@ key is a documented, typed trait (``hubforge config-reference`` prints them all)
 also be set from ``jupyterhub_config.py`` as ``c.Settings.<key> = ...``; values in the
 YAML file win over those defaults, and a key the class does not know is an error that
 names the file and the key.
+
+A capability with settings of its own reads them from its section of the same file
+(``jobs:``, ``models:``, ``dask:``) through a :class:`SettingsSection` subclass, which
+checks them the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import yaml
 from traitlets import Bool, Dict, Enum, Integer, List, Unicode, default, validate
-from traitlets.config import LoggingConfigurable
+from traitlets.config import Configurable, LoggingConfigurable
 
 from .exceptions import SettingsError
 
@@ -258,3 +262,67 @@ class Settings(LoggingConfigurable):
         if os.environ.get("HUBFORGE_DB_URL"):
             settings.db_url = os.environ["HUBFORGE_DB_URL"]
         return settings
+
+
+class SettingsSection(Configurable):
+    """One capability's section of ``hubforge.yaml`` (``jobs:``, ``models:``, ``dask:``).
+
+    A subclass names its `section` and declares each key as a config trait with a
+    default and help text (``docs/configuration.md`` is generated from them); validators
+    raise SettingsError with a message that starts with `where` (the file and key).
+    `from_settings` reads the section from a platform :class:`Settings`: a key the class
+    does not have, or a value its trait refuses, is a SettingsError naming the file and
+    the key. For example::
+
+        class JobsSettings(SettingsSection):
+            section = "jobs"
+            max_retries = Integer(5, help="The most retries a job may set. Default 5.").tag(config=True)
+
+        jobs = JobsSettings.from_settings(Settings.load())
+
+    Override `ordered_items` where one key is checked against another.
+    """
+
+    #: The section's key in ``hubforge.yaml``, and the attribute of :class:`Settings` that holds it.
+    section = ""
+    #: The messages for an unknown key and a refused value (``{source}``, ``{section}``,
+    #: ``{key}``, ``{known}``; ``{value}`` and ``{error}``).
+    unknown_key_message = "{source}: {section}.{key}: unknown setting; known: {known}"
+    invalid_value_message = "{source}: {section}.{key}: invalid value {value!r}: {error}"
+
+    source = Unicode("hubforge.yaml", help="Where these settings came from, for messages.")
+
+    def where(self, key: str) -> str:
+        """``<file>: <section>.<key>``, the start of a message about that key."""
+        return f"{self.source}: {self.section}.{key}"
+
+    @classmethod
+    def ordered_items(cls, data: dict) -> list[tuple[str, object]]:
+        """The section's ``(key, value)`` pairs in the order they are set (default: as
+        written); a subclass may add keys that must always be checked."""
+        return list(data.items())
+
+    @classmethod
+    def from_settings(cls, settings):
+        """The section of a platform `Settings`, checked; SettingsError names bad keys."""
+        data = dict(getattr(settings, cls.section, None) or {})
+        known = set(cls.class_traits(config=True))
+        source = settings.source or "hubforge.yaml"
+        for key in data:
+            if key not in known:
+                raise SettingsError(cls.unknown_key_message.format(
+                    source=source, section=cls.section, key=key, known=", ".join(sorted(known))))
+        section = cls(source=source)
+        for key, value in cls.ordered_items(data):
+            try:
+                setattr(section, key, value)
+            except SettingsError:
+                raise
+            except Exception as e:  # traitlets raises TraitError with its own wording
+                raise SettingsError(cls.invalid_value_message.format(
+                    source=source, section=cls.section, key=key, value=value, error=e)) from None
+        return section
+
+    def to_json(self) -> dict:
+        """The section's values, every key included."""
+        return {name: getattr(self, name) for name in self.class_traits(config=True)}

@@ -3,7 +3,8 @@
 The jobs service runs in the hub's pod (started by the hub, configured by
 :func:`hubforge.jobs.hubconfig.configure_jobs_service` from ``hub.extraConfig``) and
 makes a Job and a Secret per run in the hub's namespace (``hubforge.jobs.kubernetes``).
-Three things follow, each a pure builder here:
+Three things follow, each a pure builder here (over :mod:`.services`, which the models
+service's builders share):
 
 * :func:`jobs_chart_values` — Zero to JupyterHub values: port 10102 on the ``hub``
   Service, network policies that let run pods, user servers and the proxy reach it
@@ -22,19 +23,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..jobs.hubconfig import KUBERNETES_PORT, POD_IP_ENV, SERVICE_NAME
+from ..jobs.hubconfig import KUBERNETES_PORT, SERVICE_NAME
 from ..jobs.settings import JobsSettings
 from ..k8s.jobs import MANAGED_BY_LABEL, RUN_LABEL
+from .services import HUB_DATA_DIR, HUB_SERVICE_ACCOUNT, section_literal, service_chart_values, service_rbac
 
 #: The generated manifest file.
 JOBS_RBAC_FILE = "jobs-rbac.yaml"
-#: Zero to JupyterHub's hub service account (``hub.serviceAccount.name`` unset, no
-#: ``fullnameOverride``), the one the hub pod, and so the jobs service, runs as.
-HUB_SERVICE_ACCOUNT = "hub"
-#: The hub's state directory in its pod: the chart mounts the hub's PVC there
-#: (``hub.db.type: sqlite-pvc``, the default). The jobs database and outputs go in
-#: ``jobs/`` below it.
-HUB_DATA_DIR = "/srv/jupyterhub"
 #: Name of the Role and RoleBinding.
 RBAC_NAME = "hubforge-jobs"
 
@@ -100,10 +95,8 @@ def jobs_hub_config(settings, profiles_dir: str, source: str) -> str:
     (``hub.loadRoles`` and the culler's are there already).
     """
     JobsSettings.from_settings(settings)
-    # repr, not JSON: the section's booleans must read as Python (True, not true).
-    jobs = repr(dict(sorted(dict(settings.jobs or {}).items())))
     return HUB_CONFIG.format(source=source, port=KUBERNETES_PORT, data_dir=HUB_DATA_DIR,
-                             profiles_dir=profiles_dir, jobs=jobs)
+                             profiles_dir=profiles_dir, jobs=section_literal(settings, "jobs"))
 
 
 def run_pod_selector() -> dict[str, Any]:
@@ -112,13 +105,6 @@ def run_pod_selector() -> dict[str, Any]:
         "matchLabels": {MANAGED_BY_LABEL[0]: MANAGED_BY_LABEL[1]},
         "matchExpressions": [{"key": RUN_LABEL, "operator": "Exists"}],
     }
-
-
-#: The hub's pod, by the chart's recommended labels (``name`` is ``nameOverride`` when
-#: that is set).
-HUB_POD_SELECTOR = {"matchLabels": {"app.kubernetes.io/name": "jupyterhub", "app.kubernetes.io/component": "hub"}}
-#: The label the chart gives pods that may talk to the hub: user servers and the proxy.
-NETWORK_ACCESS_HUB = {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}
 
 
 def jobs_chart_values(settings, profiles_dir: str, source: str) -> dict[str, Any]:
@@ -141,56 +127,14 @@ def jobs_chart_values(settings, profiles_dir: str, source: str) -> dict[str, Any
     """
     if not JobsSettings.from_settings(settings).enabled:
         return {}
-    port = [{"port": KUBERNETES_PORT, "protocol": "TCP"}]
-    to_hub = [{"to": [{"podSelector": HUB_POD_SELECTOR}], "ports": port}]
-    return {
-        "hub": {
-            "extraEnv": {POD_IP_ENV: {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}},
-            "service": {
-                "extraPorts": [{"name": SERVICE_NAME, "port": KUBERNETES_PORT,
-                                "targetPort": KUBERNETES_PORT, "protocol": "TCP"}],
-            },
-            "networkPolicy": {
-                "ingress": [{
-                    "ports": port,
-                    "from": [
-                        {"podSelector": run_pod_selector()},
-                        {"podSelector": NETWORK_ACCESS_HUB},
-                        # The hub's checks of the service, should they go through the
-                        # Service (values without POD_IP; see hubforge.jobs.hubconfig).
-                        {"podSelector": HUB_POD_SELECTOR},
-                    ],
-                }],
-            },
-            "extraConfig": {"hubforge-jobs.py": jobs_hub_config(settings, profiles_dir, source)},
-        },
-        "singleuser": {"networkPolicy": {"egress": to_hub}},
-        "proxy": {"chp": {"networkPolicy": {"egress": to_hub}}},
-    }
+    return service_chart_values(name=SERVICE_NAME, port=KUBERNETES_PORT, clients=[run_pod_selector()],
+                                extra_config=jobs_hub_config(settings, profiles_dir, source))
 
 
 def jobs_rbac(service_account: str = HUB_SERVICE_ACCOUNT) -> list[dict[str, Any]]:
-    """The Role and RoleBinding that let `service_account` run the executor's calls.
-
-    Namespaced, no namespace written: ``kubectl apply --namespace <ns>`` puts both in the
-    hub's namespace, and the binding's subject is that namespace's account.
-    """
-    labels = {"app.kubernetes.io/part-of": "hubforge", "app.kubernetes.io/component": "jobs"}
-    return [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": RBAC_NAME, "labels": dict(labels)},
-            "rules": [{key: list(value) for key, value in rule.items()} for rule in RBAC_RULES],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": RBAC_NAME, "labels": dict(labels)},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RBAC_NAME},
-            "subjects": [{"kind": "ServiceAccount", "name": service_account}],
-        },
-    ]
+    """The Role and RoleBinding that let `service_account` run the executor's calls
+    (see :func:`.services.service_rbac`)."""
+    return service_rbac(RBAC_NAME, "jobs", RBAC_RULES, service_account)
 
 
 __all__ = [

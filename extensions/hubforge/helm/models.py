@@ -5,7 +5,7 @@ The models service runs in the hub's pod (started by the hub, configured by
 and serves each published version with a Deployment, Service, HorizontalPodAutoscaler,
 Secret and NetworkPolicy in the hub's namespace (:mod:`hubforge.models.kubernetes`,
 built by :mod:`hubforge.k8s.models`). As for the jobs service (:mod:`.jobs`), three
-things follow, each a pure builder here:
+things follow, each a pure builder here (over :mod:`.services`):
 
 * :func:`models_chart_values` — Zero to JupyterHub values: port 10103 on the ``hub``
   Service, network policies that let model worker pods, user servers and the proxy
@@ -26,16 +26,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..jobs.hubconfig import POD_IP_ENV
 from ..k8s.models import MANAGED_BY_LABEL, NAME_LABEL, WORKER_PORT
 from ..models.hubconfig import KUBERNETES_PORT, SERVICE_NAME
 from ..models.settings import ModelsSettings
-from .jobs import (
-    HUB_DATA_DIR,
-    HUB_POD_SELECTOR,
-    HUB_SERVICE_ACCOUNT,
-    NETWORK_ACCESS_HUB,
-)
+from .services import HUB_DATA_DIR, HUB_SERVICE_ACCOUNT, section_literal, service_chart_values, service_rbac
 
 #: The generated manifest file.
 MODELS_RBAC_FILE = "models-rbac.yaml"
@@ -112,10 +106,8 @@ def models_hub_config(settings, profiles_dir: str, source: str) -> str:
     (the workers' default image is the first CPU profile's) and :data:`HUB_DATA_DIR`.
     """
     ModelsSettings.from_settings(settings)
-    # repr, not JSON: the section's booleans must read as Python (True, not true).
-    models = repr(dict(sorted(dict(settings.models or {}).items())))
     return HUB_CONFIG.format(source=source, port=KUBERNETES_PORT, data_dir=HUB_DATA_DIR,
-                             profiles_dir=profiles_dir, models=models)
+                             profiles_dir=profiles_dir, models=section_literal(settings, "models"))
 
 
 #: The pods of model workers: every object the backend makes carries both labels.
@@ -146,60 +138,15 @@ def models_chart_values(settings, profiles_dir: str, source: str) -> dict[str, A
     """
     if not ModelsSettings.from_settings(settings).enabled:
         return {}
-    port = [{"port": KUBERNETES_PORT, "protocol": "TCP"}]
-    to_hub = [{"to": [{"podSelector": HUB_POD_SELECTOR}], "ports": port}]
-    return {
-        "hub": {
-            "extraEnv": {POD_IP_ENV: {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}},
-            "service": {
-                "extraPorts": [{"name": SERVICE_NAME, "port": KUBERNETES_PORT,
-                                "targetPort": KUBERNETES_PORT, "protocol": "TCP"}],
-            },
-            "networkPolicy": {
-                "ingress": [{
-                    "ports": port,
-                    "from": [
-                        {"podSelector": MODEL_POD_SELECTOR},
-                        {"podSelector": NETWORK_ACCESS_HUB},
-                        # The hub's checks of the service, should they go through the
-                        # Service (values without POD_IP).
-                        {"podSelector": HUB_POD_SELECTOR},
-                    ],
-                }],
-                "egress": [{
-                    "to": [{"podSelector": MODEL_POD_SELECTOR}],
-                    "ports": [{"port": WORKER_PORT, "protocol": "TCP"}],
-                }],
-            },
-            "extraConfig": {"hubforge-models.py": models_hub_config(settings, profiles_dir, source)},
-        },
-        "singleuser": {"networkPolicy": {"egress": to_hub}},
-        "proxy": {"chp": {"networkPolicy": {"egress": to_hub}}},
-    }
+    to_workers = [{"to": [{"podSelector": MODEL_POD_SELECTOR}], "ports": [{"port": WORKER_PORT, "protocol": "TCP"}]}]
+    return service_chart_values(name=SERVICE_NAME, port=KUBERNETES_PORT, clients=[MODEL_POD_SELECTOR],
+                                extra_config=models_hub_config(settings, profiles_dir, source), hub_egress=to_workers)
 
 
 def models_rbac(service_account: str = HUB_SERVICE_ACCOUNT) -> list[dict[str, Any]]:
-    """The Role and RoleBinding that let `service_account` run the backend's calls.
-
-    Namespaced, no namespace written: ``kubectl apply --namespace <ns>`` puts both in the
-    hub's namespace, and the binding's subject is that namespace's account.
-    """
-    labels = {"app.kubernetes.io/part-of": "hubforge", "app.kubernetes.io/component": "models"}
-    return [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": RBAC_NAME, "labels": dict(labels)},
-            "rules": [{key: list(value) for key, value in rule.items()} for rule in RBAC_RULES],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": RBAC_NAME, "labels": dict(labels)},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": RBAC_NAME},
-            "subjects": [{"kind": "ServiceAccount", "name": service_account}],
-        },
-    ]
+    """The Role and RoleBinding that let `service_account` run the backend's calls
+    (see :func:`.services.service_rbac`)."""
+    return service_rbac(RBAC_NAME, "models", RBAC_RULES, service_account)
 
 
 __all__ = [

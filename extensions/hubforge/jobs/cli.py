@@ -9,12 +9,9 @@ through `hubforge.client.ServiceClient`::
     hubforge jobs output 17 -o out.ipynb
 
 Where the service is: ``--hub-url`` (the hub's public URL, prefix included), reached
-through the hub's proxy at ``<hub-url>services/jobs/``. Without it, inside a user server
-(where JupyterHub sets ``JUPYTERHUB_SERVICE_PREFIX``) the service is looked up through
-the hub API at ``$JUPYTERHUB_API_URL``, because there that URL is the hub's internal
-address, which does not route ``/services/``; elsewhere ``$JUPYTERHUB_API_URL`` without
-its ``hub/api`` names the hub; else ``http://127.0.0.1:8000/``. The token is ``--token``,
-else ``$JUPYTERHUB_API_TOKEN``, else ``$HUBFORGE_TOKEN``; it is never printed.
+through the hub's proxy at ``<hub-url>services/jobs/``, else found from the environment
+as :mod:`hubforge.clitools` describes. The token is ``--token``, else
+``$JUPYTERHUB_API_TOKEN``, else ``$HUBFORGE_TOKEN``; it is never printed.
 
 Output is aligned tables with local times, or the service's JSON with ``--json``. A
 failure prints ``hubforge jobs: error: <message> (HTTP <status>)`` on stderr and exits
@@ -28,22 +25,30 @@ from __future__ import annotations
 
 import argparse
 import ast
-import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .. import clitools
 from ..client import ServiceClient, ServiceError
+from ..clitools import (  # noqa: F401 (hub_url_from_api_url: tests import it from here)
+    CommandError,
+    OptionError,
+    confirm_delete,
+    hub_url_from_api_url,
+    local_time,
+    one_line,
+    print_json,
+    table,
+)
 
 #: The hub service's name.
 SERVICE = "jobs"
-#: The hub's URL when neither ``--hub-url`` nor ``$JUPYTERHUB_API_URL`` is given.
-DEFAULT_HUB_URL = "http://127.0.0.1:8000/"
 #: Seconds one request may take: creating a job uploads the notebook, which the
 #: service reads before it answers.
 REQUEST_TIMEOUT = 30.0
@@ -55,20 +60,6 @@ STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "cancelled"
 FINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "cancelled"})
 NOTIFY_EVENTS = ("failure", "success")
 MISSED = ("run_once", "skip")
-
-
-class CommandError(Exception):
-    """A command cannot go on; ``str()`` is the message for the user, ``status`` the
-    HTTP status when the service gave one."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-class OptionError(ValueError):
-    """Options that cannot make a request together (``--timezone`` without a cron...)."""
 
 
 # --- parsing and request bodies (pure) ---------------------------------------------------
@@ -115,20 +106,6 @@ def parse_notify_on(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(
             f"expected a comma-separated list of {' and '.join(NOTIFY_EVENTS)}, got {text!r}")
     return list(dict.fromkeys(events))
-
-
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = "number"  # argparse names the type in its messages
-    return parse
 
 
 def _seconds(text: str) -> float:
@@ -268,46 +245,18 @@ def read_notebook(file: str | os.PathLike, path_in_home: str | None = None) -> d
     return {"path": notebook_path_in_home(path, path_in_home), "content": content}
 
 
-def hub_url_from_api_url(api_url: str) -> str:
-    """The hub's URL from ``JUPYTERHUB_API_URL``: ``http://h/prefix/hub/api`` -> ``http://h/prefix/``."""
-    url = api_url.rstrip("/")
-    if url.endswith("/hub/api"):
-        url = url[: -len("hub/api")]
-    return url if url.endswith("/") else url + "/"
-
-
 def service_url(hub_url: str) -> str:
     """The jobs service through the hub's proxy: ``<hub-url>services/jobs/``."""
-    return (hub_url if hub_url.endswith("/") else hub_url + "/") + f"services/{SERVICE}/"
+    return clitools.service_url(hub_url, SERVICE)
 
 
 def make_client(hub_url: str | None, token: str | None, environ: Mapping[str, str] | None = None,
                 timeout: float = REQUEST_TIMEOUT) -> ServiceClient:
-    """The client for the jobs service (see the module docstring for the defaults)."""
-    environ = os.environ if environ is None else environ
-    token = token or environ.get("JUPYTERHUB_API_TOKEN") or environ.get("HUBFORGE_TOKEN")
-    if not token:
-        raise CommandError("no API token: give --token, or set $JUPYTERHUB_API_TOKEN or $HUBFORGE_TOKEN "
-                           "(`hubforge token NAME` makes one)")
-    api_url = environ.get("JUPYTERHUB_API_URL", "")
-    if not hub_url and api_url and environ.get("JUPYTERHUB_SERVICE_PREFIX"):
-        return ServiceClient(SERVICE, api_url=api_url, token=token, timeout=timeout, environ=environ)
-    hub_url = hub_url or (hub_url_from_api_url(api_url) if api_url else DEFAULT_HUB_URL)
-    return ServiceClient(SERVICE, url=service_url(hub_url), token=token, timeout=timeout, environ=environ)
+    """The client for the jobs service (see `hubforge.clitools.make_client`)."""
+    return clitools.make_client(SERVICE, hub_url, token, environ, timeout)
 
 
 # --- formatting -------------------------------------------------------------------------
-
-
-def local_time(value: str | None) -> str:
-    """An ISO 8601 time from the service as local time, ``2026-11-27 07:00:00``."""
-    if not value:
-        return ""
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -359,19 +308,6 @@ def format_progress(run: Mapping[str, Any]) -> str:
     return ""
 
 
-def _one_line(text: Any, width: int = 60) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Aligned columns, two spaces apart, with a header line."""
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
-    lines = [headers, *rows]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
-
-
 def jobs_table(jobs: Sequence[Mapping[str, Any]], owners: bool = False) -> str:
     headers = ["ID", *(["OWNER"] if owners else []), "NAME", "TRIGGER", "PROFILE", "STATE", "NEXT RUN", "LAST RUN"]
     rows = []
@@ -392,7 +328,7 @@ def runs_table(runs: Sequence[Mapping[str, Any]]) -> str:
         run.get("id", ""), run.get("job_name") or run.get("job_id", ""), run.get("status", ""),
         run.get("trigger", ""), run.get("attempt", ""),
         local_time(run.get("started_at") or run.get("queued_at")), run_duration(run),
-        format_progress(run), _one_line(run.get("reason")),
+        format_progress(run), one_line(run.get("reason")),
     ] for run in runs]
     return table(headers, rows)
 
@@ -438,7 +374,7 @@ def job_details(job: Mapping[str, Any]) -> str:
     if declared:
         lines += ["", "notebook parameters:", table(
             ["NAME", "TYPE", "DEFAULT", "HELP"],
-            [[p.get("name", ""), p.get("type", ""), p.get("default", ""), _one_line(p.get("help"))] for p in declared],
+            [[p.get("name", ""), p.get("type", ""), p.get("default", ""), one_line(p.get("help"))] for p in declared],
         )]
     return "\n".join(lines)
 
@@ -527,10 +463,6 @@ def _show_progress(bar: Any, run: Mapping[str, Any]) -> None:
 # --- the commands -----------------------------------------------------------------------
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
-
-
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     values = vars(args).copy()
     values["parameters"] = parse_parameters(values.pop("parameter", None))
@@ -542,7 +474,7 @@ def cmd_list(client: ServiceClient, args: argparse.Namespace) -> int:
     answer = client.get("api/jobs", {"all": "1"} if args.all else None)
     jobs = _items(answer, "jobs")
     if args.json:
-        _print_json(answer)
+        print_json(answer)
     elif jobs:
         print(jobs_table(jobs, owners=args.all))
     else:
@@ -554,7 +486,7 @@ def cmd_show(client: ServiceClient, args: argparse.Namespace) -> int:
     """Show one job: its notebook, trigger, parameters, settings, next and last run."""
     job = client.get(f"api/jobs/{job_id(client, args.job)}")
     if args.json:
-        _print_json(job)
+        print_json(job)
     else:
         print(job_details(job))
     return 0
@@ -562,7 +494,7 @@ def cmd_show(client: ServiceClient, args: argparse.Namespace) -> int:
 
 def _print_job_change(args: argparse.Namespace, job: Mapping[str, Any], verb: str) -> None:
     if args.json:
-        _print_json(job)
+        print_json(job)
         return
     text = f"{verb} job {job.get('id')} ({job.get('name')}): {format_trigger(job.get('trigger'))}"
     text += ", paused" if job.get("paused") else ""
@@ -613,17 +545,12 @@ def cmd_resume(client: ServiceClient, args: argparse.Namespace) -> int:
 def cmd_delete(client: ServiceClient, args: argparse.Namespace) -> int:
     """Delete a job with its runs and their outputs; runs under way are cancelled."""
     job = client.get(f"api/jobs/{job_id(client, args.job)}")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise OptionError(f"not deleting job {job['id']} ({job.get('name')}) without --yes "
-                              "(there is no terminal to ask)")
-        answer = input(f"Delete job {job['id']} ({job.get('name')}) with its runs and outputs? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("not deleted", file=sys.stderr)
-            return 1
+    what = f"job {job['id']} ({job.get('name')})"
+    if not args.yes and not confirm_delete(what, f"Delete {what} with its runs and outputs?"):
+        return 1
     client.delete(f"api/jobs/{job['id']}")
     if args.json:
-        _print_json({"deleted": job["id"]})
+        print_json({"deleted": job["id"]})
     else:
         print(f"deleted job {job['id']} ({job.get('name')})")
     return 0
@@ -631,7 +558,7 @@ def cmd_delete(client: ServiceClient, args: argparse.Namespace) -> int:
 
 def _finished(args: argparse.Namespace, run: Mapping[str, Any]) -> int:
     if args.json:
-        _print_json(run)
+        print_json(run)
     else:
         print(run_summary(run))
     return 0 if run.get("status") == "succeeded" else 1
@@ -647,7 +574,7 @@ def cmd_run(client: ServiceClient, args: argparse.Namespace) -> int:
             print(f"run {run['id']} {run.get('status', '')}", file=sys.stderr)
         return _finished(args, wait_for_run(client, int(run["id"])))
     if args.json:
-        _print_json(run)
+        print_json(run)
     else:
         print(f"run {run['id']} {run.get('status', '')} (hubforge jobs wait {run['id']})")
     return 0
@@ -663,7 +590,7 @@ def cmd_runs(client: ServiceClient, args: argparse.Namespace) -> int:
     answer = client.get("api/runs", params)
     runs = _items(answer, "runs")
     if args.json:
-        _print_json(answer)
+        print_json(answer)
     elif runs:
         print(runs_table(runs))
     else:
@@ -675,7 +602,7 @@ def cmd_cancel(client: ServiceClient, args: argparse.Namespace) -> int:
     """Cancel a queued or running run (a finished run answers 409)."""
     run = client.post(f"api/runs/{args.run}/cancel")
     if args.json:
-        _print_json(run)
+        print_json(run)
     else:
         print(f"run {run.get('id', args.run)} {run.get('status', '')}")
     return 0
@@ -715,53 +642,11 @@ def cmd_log(client: ServiceClient, args: argparse.Namespace) -> int:
 
 def cmd_openapi(client: ServiceClient, args: argparse.Namespace) -> int:
     """Print the service's REST API description (OpenAPI 3.1, JSON)."""
-    _print_json(client.get("api/openapi.json"))
+    print_json(client.get("api/openapi.json"))
     return 0
 
 
-def _error(message: str, status: int | None = None) -> int:
-    suffix = f" (HTTP {status})" if status is not None else ""
-    print(f"hubforge jobs: error: {message}{suffix}", file=sys.stderr)
-    return 1
-
-
-def _command(func: Callable[[ServiceClient, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``func`` with the client made from the connection options and every expected
-    failure turned into one line on stderr and exit status 1."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            client = make_client(args.hub_url, args.token)
-            return func(client, args)
-        except ServiceError as e:
-            return _error(e.message, e.status)
-        except CommandError as e:
-            return _error(e.message, e.status)
-        except OptionError as e:
-            return _error(str(e))
-        except KeyboardInterrupt:
-            print("hubforge jobs: interrupted", file=sys.stderr)
-            return 130
-
-    return run
-
-
 # --- the parser -------------------------------------------------------------------------
-
-
-def _connection_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    """``--hub-url``, ``--token`` and ``--json``, on ``jobs`` and (with ``default`` SUPPRESS,
-    so that they do not reset what was given before the command) on each command."""
-    group = parser.add_argument_group("connection")
-    group.add_argument("--hub-url", metavar="URL", default=default,
-                       help="the hub's URL, base URL included (default: from $JUPYTERHUB_API_URL, "
-                            f"else {DEFAULT_HUB_URL})")
-    group.add_argument("--token", metavar="TOKEN", default=default,
-                       help="hub API token (default: $JUPYTERHUB_API_TOKEN, else $HUBFORGE_TOKEN; "
-                            "prefer those: a command line is visible to other users of the machine)")
-    group.add_argument("--json", action="store_true", default=default if default is not None else False,
-                       help="print the service's JSON instead of tables")
 
 
 def _job_options(parser: argparse.ArgumentParser, edit: bool) -> None:
@@ -781,18 +666,18 @@ def _job_options(parser: argparse.ArgumentParser, edit: bool) -> None:
                              "(0.5, True, [1, 2], 'text'), else as text; repeatable"
                              + ("; the parameters not named keep their values" if edit else ""))
     parser.add_argument("--profile", metavar="SLUG", help="the spawner profile the runs use (default: your default)")
-    parser.add_argument("--timeout", type=_count(1), metavar="SECONDS",
+    parser.add_argument("--timeout", type=clitools.count(1), metavar="SECONDS",
                         help="seconds a run may take, kernel start included (default and maximum: the service's)")
-    parser.add_argument("--retries", type=_count(0), metavar="N", help="extra attempts after a failure or timeout")
-    parser.add_argument("--retry-backoff", type=_count(0), metavar="SECONDS",
+    parser.add_argument("--retries", type=clitools.count(0), metavar="N", help="extra attempts after a failure or timeout")
+    parser.add_argument("--retry-backoff", type=clitools.count(0), metavar="SECONDS",
                         help="seconds before the first retry, doubling for each next one")
     parser.add_argument("--missed", choices=MISSED,
                         help="runs missed while the service was down: run_once (the default) or skip")
     parser.add_argument("--notify-url", metavar="URL", help="a webhook that gets a POST of each run that ends")
     parser.add_argument("--notify-on", type=parse_notify_on, metavar="EVENTS",
                         help="when to call the webhook: failure, success or failure,success (default failure)")
-    parser.add_argument("--keep-runs", type=_count(1), metavar="N", help="keep the last N runs and their outputs")
-    parser.add_argument("--keep-days", type=_count(1), metavar="DAYS", help="keep runs younger than DAYS days")
+    parser.add_argument("--keep-runs", type=clitools.count(1), metavar="N", help="keep the last N runs and their outputs")
+    parser.add_argument("--keep-days", type=clitools.count(1), metavar="DAYS", help="keep runs younger than DAYS days")
     parser.add_argument("--paused", action="store_true",
                         help=f"pause the job{'' if edit else ' from the start'} (hubforge jobs resume starts it)")
     parser.add_argument("--path-in-home", metavar="PATH",
@@ -802,20 +687,13 @@ def _job_options(parser: argparse.ArgumentParser, edit: bool) -> None:
 
 def add_jobs_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``jobs`` and its commands to ``hubforge``'s subparsers; returns the ``jobs`` parser."""
-    jobs = subparsers.add_parser(
-        "jobs", help="scheduled notebooks: create, list, run, wait for and fetch jobs",
+    group = clitools.CommandGroup(
+        subparsers, "jobs", connect=make_client,
+        help="scheduled notebooks: create, list, run, wait for and fetch jobs",
         description="Scheduled notebook jobs, through the hub's jobs service (see docs/jobs.md). "
                     "JOB is a job's name or id; RUN is a run's id.",
     )
-    _connection_options(jobs, None)
-    common = argparse.ArgumentParser(add_help=False)
-    _connection_options(common, argparse.SUPPRESS)
-    commands = jobs.add_subparsers(dest="jobs_command", metavar="COMMAND", required=True)
-
-    def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=help, description=func.__doc__, parents=[common])
-        parser.set_defaults(func=_command(func))
-        return parser
+    command = group.add
 
     p = command("list", cmd_list, "list your jobs")
     p.add_argument("--all", action="store_true", help="everyone's jobs (admins)")
@@ -850,21 +728,21 @@ def add_jobs_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = command("runs", cmd_runs, "list runs")
     p.add_argument("job", metavar="JOB", nargs="?", help="only this job's runs (name or id)")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status")
-    p.add_argument("--limit", type=_count(1), default=50, metavar="N", help="at most N runs (default 50)")
+    p.add_argument("--limit", type=clitools.count(1), default=50, metavar="N", help="at most N runs (default 50)")
 
     p = command("cancel", cmd_cancel, "cancel a queued or running run")
-    p.add_argument("run", metavar="RUN", type=_count(1), help="run id")
+    p.add_argument("run", metavar="RUN", type=clitools.count(1), help="run id")
 
     p = command("wait", cmd_wait, "wait for a run to finish")
-    p.add_argument("run", metavar="RUN", type=_count(1), help="run id")
+    p.add_argument("run", metavar="RUN", type=clitools.count(1), help="run id")
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="give up after this long (default: never)")
 
     p = command("output", cmd_output, "get a run's output notebook")
-    p.add_argument("run", metavar="RUN", type=_count(1), help="run id")
+    p.add_argument("run", metavar="RUN", type=clitools.count(1), help="run id")
     p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE (default: stdout)")
 
     p = command("log", cmd_log, "print a run's log")
-    p.add_argument("run", metavar="RUN", type=_count(1), help="run id")
+    p.add_argument("run", metavar="RUN", type=clitools.count(1), help="run id")
 
     command("openapi", cmd_openapi, "print the REST API description (OpenAPI)")
-    return jobs
+    return group.parser

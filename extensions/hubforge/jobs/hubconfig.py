@@ -20,10 +20,8 @@ and each run is a Job in the hub's namespace. Its port is fixed, :data:`KUBERNET
 because pods elsewhere reach it through the chart's ``hub`` Service (which the generated
 values extend with that port): run pods report to ``http://hub:10102<base_url>services/jobs/``.
 The service listens on all the pod's interfaces (:data:`BIND_ENV`); the URL the hub
-knows it by is the pod's own IP (:data:`POD_IP_ENV`), not the Service: as it starts,
-the hub tries a managed service at its URL for about ten seconds and exits if it gets no
-answer, while the ``hub`` Service sends nothing to the hub's pod before its readiness
-probe passes (and then only if the cluster routes a pod's traffic back to itself).
+knows it by is the pod's own IP, not the Service (see
+:func:`hubforge.services.kubernetes_address`).
 """
 
 from __future__ import annotations
@@ -33,7 +31,8 @@ import os
 import sys
 from urllib.parse import urlparse
 
-from ..services import add_custom_scopes, free_port, grant_scopes
+from ..services import add_custom_scopes, free_port, grant_scopes, kubernetes_address
+from ..services import kubernetes_service_url as _service_url_in_cluster
 from .service import READ_SCOPE, WRITE_SCOPE
 from .settings import JobsSettings
 
@@ -50,13 +49,8 @@ USER_SCOPES = [READ_SCOPE, WRITE_SCOPE, ACCESS_SCOPE, f"read:services!service={S
 
 #: The service's port in the hub's pod on Kubernetes (exposed by the hub's Service).
 KUBERNETES_PORT = 10102
-#: Zero to JupyterHub's Service in front of the hub's pod: what run pods connect to.
-KUBERNETES_HUB_HOST = "hub"
 #: ``host:port`` the service listens on when set (``hubforge.jobs.service``).
 BIND_ENV = "HUBFORGE_JOBS_BIND"
-#: The hub pod's IP (the chart values set it from the downward API); the hub's URL for
-#: the service, which the proxy routes to and notebooks call.
-POD_IP_ENV = "POD_IP"
 #: The hub pod's namespace; Zero to JupyterHub sets it on the hub.
 NAMESPACE_ENV = "POD_NAMESPACE"
 #: The hub's variables the service needs on Kubernetes: the in-cluster API address
@@ -67,8 +61,7 @@ KUBERNETES_PASSED_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "
 
 def kubernetes_service_url(base_url: str = "/") -> str:
     """The service's base URL for run pods: ``http://hub:10102<base_url>services/jobs/``."""
-    prefix = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
-    return f"http://{KUBERNETES_HUB_HOST}:{KUBERNETES_PORT}{prefix}services/{SERVICE_NAME}/"
+    return _service_url_in_cluster(SERVICE_NAME, KUBERNETES_PORT, base_url)
 
 
 def _hub_base_url(c, settings) -> str:
@@ -142,17 +135,6 @@ def spawner_config(c) -> dict:
     return kept
 
 
-def _kubernetes_address() -> tuple[str, str]:
-    """The service's URL for the hub, and the address it listens on, in the hub's pod."""
-    pod_ip = os.environ.get(POD_IP_ENV, "")
-    if ":" in pod_ip:  # an IPv6-first cluster: listen on "::"
-        return f"http://[{pod_ip}]:{KUBERNETES_PORT}", f":::{KUBERNETES_PORT}"
-    # Without the pod's IP (values other than HubForge's), the Service name: it works
-    # once the hub's pod is ready, which the hub does not wait for at start.
-    host = pod_ip or KUBERNETES_HUB_HOST
-    return f"http://{host}:{KUBERNETES_PORT}", f"0.0.0.0:{KUBERNETES_PORT}"
-
-
 def configure_jobs_service(c, settings, services: list, roles: list) -> None:
     """Add the ``jobs`` service to `services`, its scopes to `roles` and to `c`."""
     jobs = JobsSettings.from_settings(settings)
@@ -166,7 +148,7 @@ def configure_jobs_service(c, settings, services: list, roles: list) -> None:
     if jobs.db_url:
         environment["HUBFORGE_JOBS_DB_URL"] = jobs.db_url
     if settings.mode == "kubernetes":
-        url, environment[BIND_ENV] = _kubernetes_address()
+        url, environment[BIND_ENV] = kubernetes_address(KUBERNETES_PORT)
         environment.update({name: os.environ[name] for name in KUBERNETES_PASSED_ENV if os.environ.get(name)})
     else:
         url = f"http://127.0.0.1:{free_port()}"

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tornado import web
 
+from ..kubeclient import api_client
 from ..profiles.resolve import ResolvedProfile
 from .executors import Executor, Slot
 
@@ -85,13 +86,7 @@ class KubernetesExecutor(Executor):
     async def api(self):
         """The Kubernetes API client: in-cluster credentials, else the kubeconfig."""
         if self._api is None:
-            from kubernetes_asyncio import client, config
-
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                await config.load_kube_config()
-            self._api = client.ApiClient()
+            self._api = await api_client()
         return self._api
 
     async def start_slot(self, owner: str, profile: ResolvedProfile, kernel: str) -> Slot:

@@ -3,10 +3,7 @@
 One self-contained HTML document (``templates/jobs.html``: inline CSS and plain
 JavaScript, no build step, nothing from another site) that lists the caller's jobs and
 runs and acts on them through the service's own REST API (docs/jobs.md), with the
-browser's OAuth cookie. JupyterHub accepts that cookie on a script's request only with
-the page's XSRF token in an ``X-XSRFToken`` header, so the handler puts the token in the
-page, with the caller's name, admin flag and the service prefix the script builds its
-URLs on.
+browser's OAuth cookie and the page's XSRF token (:mod:`hubforge.services.page`).
 
 Everything the API returns reaches the document through ``textContent`` and DOM
 attributes, never as markup; the page's Content-Security-Policy (a fresh nonce for its
@@ -18,12 +15,12 @@ service registers the page at its prefix::
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from tornado import template
 
 from ..services.auth import PageHandler, requires_scopes
+from ..services.page import render_page
 
 READ_SCOPE = "custom:hubforge:jobs:read"
 
@@ -45,24 +42,4 @@ class JobsPage(PageHandler):
 
     @requires_scopes(READ_SCOPE)
     def get(self):
-        user = self.current_user
-        # HubOAuth patches xsrf_token: bytes, bound to the caller's OAuth cookie. Reading
-        # it on a page view also sets the matching _xsrf cookie.
-        xsrf = self.xsrf_token
-        if isinstance(xsrf, bytes):
-            xsrf = xsrf.decode("ascii")
-        nonce = secrets.token_urlsafe(18)
-        html = _loader.load("jobs.html").generate(
-            user=user["name"],
-            admin="true" if user.get("admin") else "false",
-            xsrf=xsrf,
-            prefix=self.settings.get("service_prefix", "/"),
-            nonce=nonce,
-        )
-        self.set_header("Content-Type", "text/html; charset=UTF-8")
-        # The page embeds a token bound to the caller's session: never from a cache.
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY.format(nonce=nonce))
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "same-origin")
-        self.finish(html)
+        render_page(self, _loader, "jobs.html", CONTENT_SECURITY_POLICY)

@@ -13,24 +13,21 @@ runs; anything else answers 404, exactly as if it did not exist. Admins see all
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
 import os
 import posixpath
-import signal
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import defer
 from tornado import web
-from tornado.ioloop import IOLoop
 from traitlets import Unicode, default
 
 from ..exceptions import OptionsError, UserInputError
-from ..services.auth import APIHandler, HubServiceApp, requires_scopes
+from ..services.auth import APIHandler, StatefulServiceApp, requires_scopes
 from .db import FINAL_STATUSES, Job, Run, make_engine, naive, sessions, upgrade, utcnow
 from .errors import InvalidJob, JobConflict
 from .models import job_json, run_json
@@ -47,7 +44,7 @@ log = logging.getLogger("hubforge.jobs")
 
 
 class JobsHandlerMixin:
-    """What every jobs handler shares: the caller, their jobs and runs, body parsing."""
+    """What every jobs handler shares: the caller, their jobs and runs."""
 
     @property
     def scheduler(self):
@@ -65,17 +62,6 @@ class JobsHandlerMixin:
         if user["kind"] != "user":
             raise web.HTTPError(403, "only hub users have jobs")
         return user["name"], bool(user.get("admin"))
-
-    def body(self) -> dict:
-        try:
-            data = json.loads(self.request.body or b"{}")
-        except ValueError as e:
-            raise web.HTTPError(400, f"the request body is not JSON: {e}") from None
-        except RecursionError:
-            raise web.HTTPError(400, "the request body is nested too deeply") from None
-        if not isinstance(data, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object")
-        return data
 
     def find_job(self, s, job_id: str) -> Job:
         self.log_context["job"] = job_id
@@ -518,11 +504,14 @@ def _notify(value):
     return {"url": url, "on": sorted(set(on))}
 
 
-class JobsService(HubServiceApp):
+class JobsService(StatefulServiceApp):
     """The jobs hub service (``python -m hubforge.jobs.service``)."""
 
     name = "hubforge-jobs"
     description = "HubForge's scheduled notebook jobs service (run by the hub)."
+    # Set by the hub configuration (hubconfig.py) on Kubernetes.
+    bind_env = "HUBFORGE_JOBS_BIND"
+    secret_env = ("HUBFORGE_JOBS_DB_URL",)
 
     config_json = Unicode(help="The service's configuration (JSON); default $HUBFORGE_JOBS_CONFIG.").tag(config=True)
 
@@ -550,23 +539,8 @@ class JobsService(HubServiceApp):
             (r"api/runner/(\d{1,15})", RunnerReportHandler),
         ]
 
-    def listen_address(self) -> tuple[str, int]:
-        """``$HUBFORGE_JOBS_BIND`` (``host:port``) when set: on Kubernetes the service
-        listens on all interfaces of the hub's pod, where runs' pods reach it."""
-        bind = os.environ.get("HUBFORGE_JOBS_BIND", "")
-        if bind:
-            host, _, port = bind.rpartition(":")
-            return host or "0.0.0.0", int(port)
-        return super().listen_address()
-
     def web_settings(self) -> dict:
         return {"jobs_prefix": self.service_prefix}
-
-    def make_app(self):
-        # Its settings are completed by `setup`, after the service listens (handlers
-        # answer 503 until then).
-        self._app = super().make_app()
-        return self._app
 
     def setup(self) -> None:
         """Read the configuration, open and upgrade the database, make the scheduler."""
@@ -619,29 +593,9 @@ class JobsService(HubServiceApp):
             "validator": JobValidator(jobs, profile_set, kernels, watch_available=mode in ("local", "containers")),
         })
 
-    def start(self) -> None:
-        loop = IOLoop.current()
-
-        def stop(*_):
-            loop.add_callback_from_signal(self._shutdown)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        super().start()
-
-    async def after_listen(self) -> None:
-        """Open the database, start the runners' forkserver and the scheduler.
-
-        After listening, because the hub gives a service only ten seconds to answer, and
-        on a busy machine imports and migrations can take longer; requests meanwhile get
-        503 "starting".
-        """
-        try:
-            self.setup()
-        except Exception:
-            self.log.exception("the jobs service cannot start")
-            IOLoop.current().stop()
-            raise
+    async def start_work(self) -> None:
+        """Start the runners' forkserver and the scheduler (after listening: see
+        `StatefulServiceApp`)."""
         warm = getattr(self.scheduler.executor, "warm", None)
         if warm is not None:
             warm()  # in the main thread: the forkserver dies with the thread that started it
@@ -649,30 +603,10 @@ class JobsService(HubServiceApp):
         self._app.settings["scheduler"] = self.scheduler
         self._forget_secrets()
 
-    def _forget_secrets(self) -> None:
-        """Remove the hub token and the database URL from this process's environment.
-
-        Read already (HubOAuth's settings are resolved here, first), they would otherwise
-        be inherited by a forkserver that multiprocessing restarts after a crash, and so
-        be readable by every run in /proc/<pid>/environ.
-        """
-        hub_auth = self._app.settings["hub_auth"]
-        for name in hub_auth.trait_names():
-            with contextlib.suppress(Exception):
-                getattr(hub_auth, name)
-        for name in list(os.environ):
-            if name in ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "HUBFORGE_JOBS_DB_URL") or "PASSWORD" in name:
-                del os.environ[name]
-
-    async def _shutdown(self) -> None:
+    async def stop_work(self) -> None:
         log.info("jobs service stopping: runs in progress are stopped and will be recovered at the next start")
-        try:
-            if hasattr(self, "scheduler"):
-                await asyncio.wait_for(self.scheduler.stop(), 20)
-        except Exception:
-            log.exception("stopping the scheduler failed")
-        finally:
-            IOLoop.current().stop()
+        if hasattr(self, "scheduler"):
+            await self.scheduler.stop()
 
 
 def main(argv=None) -> None:

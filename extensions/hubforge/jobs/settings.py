@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 
 from traitlets import Bool, Dict, Enum, Float, Integer, Unicode, validate
-from traitlets.config import Configurable
 
 from ..exceptions import SettingsError
+from ..settings import SettingsSection
 
 
-class JobsSettings(Configurable):
+class JobsSettings(SettingsSection):
     """The ``jobs:`` section of ``hubforge.yaml`` (every key optional)."""
+
+    section = "jobs"
 
     enabled = Bool(
         True,
@@ -127,38 +129,14 @@ class JobsSettings(Configurable):
         copy of the service on the same database fires nothing until it expires. Default 15.""",
     ).tag(config=True)
 
-    source = Unicode("hubforge.yaml", help="Where these settings came from, for messages.")
-
     @validate("default_retention")
     def _check_retention(self, proposal):
-        check_retention(proposal["value"], f"{self.source}: jobs.default_retention", SettingsError)
+        check_retention(proposal["value"], self.where("default_retention"), SettingsError)
         return proposal["value"]
 
     @property
     def concurrency(self) -> int:
         return self.max_concurrent_runs or os.cpu_count() or 1
-
-    @classmethod
-    def from_settings(cls, settings) -> JobsSettings:
-        """The section of a platform `Settings`, checked; SettingsError names bad keys."""
-        data = dict(getattr(settings, "jobs", None) or {})
-        known = set(cls.class_traits(config=True))
-        source = settings.source or "hubforge.yaml"
-        for key in data:
-            if key not in known:
-                raise SettingsError(f"{source}: jobs.{key}: unknown setting; known: {', '.join(sorted(known))}")
-        jobs = cls(source=source)
-        for key, value in data.items():
-            try:
-                setattr(jobs, key, value)
-            except SettingsError:
-                raise
-            except Exception as e:
-                raise SettingsError(f"{source}: jobs.{key}: invalid value {value!r}: {e}") from None
-        return jobs
-
-    def to_json(self) -> dict:
-        return {name: getattr(self, name) for name in self.class_traits(config=True)}
 
 
 def check_retention(value, field: str, error=None) -> dict:

@@ -12,13 +12,9 @@ Each command is one or a few calls to the ``models`` hub service's REST API
     hubforge models rollback churn
 
 Where the service is: ``--hub-url`` (the hub's public URL, prefix included), reached
-through the hub's proxy at ``<hub-url>services/models/``. Without it, inside a user
-server (where JupyterHub sets ``JUPYTERHUB_SERVICE_PREFIX``) the service is looked up
-through the hub API at ``$JUPYTERHUB_API_URL``, because there that URL is the hub's
-internal address, which does not route ``/services/``; elsewhere ``$JUPYTERHUB_API_URL``
-without its ``hub/api`` names the hub; else ``http://127.0.0.1:8000/``. The token is
+through the hub's proxy at ``<hub-url>services/models/``, else found from the environment
+as :mod:`hubforge.clitools` describes (the same rules as ``hubforge jobs``). The token is
 ``--token``, else ``$JUPYTERHUB_API_TOKEN``, else ``$HUBFORGE_TOKEN``; it is never printed.
-(The same rules as ``hubforge jobs``.)
 
 Output is aligned tables with local times, or the service's JSON with ``--json``. A
 failure prints ``hubforge models: error: <message> (HTTP <status>)`` on stderr and exits
@@ -31,44 +27,28 @@ JSON out" there) or ``--file FILE``; ``--json`` alone, as everywhere, asks for J
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import os
 import sys
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..client import ServiceClient, ServiceError
+from .. import clitools
+from ..client import ServiceClient
+from ..clitools import OptionError, confirm_delete, local_time, one_line, print_json, table
 from . import client as models
 from .settings import MODEL_NAME
 
 #: The hub service's name.
 SERVICE = "models"
-#: The hub's URL when neither ``--hub-url`` nor ``$JUPYTERHUB_API_URL`` is given.
-DEFAULT_HUB_URL = "http://127.0.0.1:8000/"
 #: Seconds one request may take. Commands that make the service load a version first
 #: (publish, promote, rollback, canary, a predict that finds its version unloaded) use
 #: `LOAD_TIMEOUT`.
 REQUEST_TIMEOUT = 30.0
 LOAD_TIMEOUT = models.PUBLISH_TIMEOUT
 DEFAULT_ALIAS = models.DEFAULT_ALIAS
-
-
-class CommandError(Exception):
-    """A command cannot go on; ``str()`` is the message for the user, ``status`` the
-    HTTP status when the service gave one."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-class OptionError(ValueError):
-    """Options or arguments that cannot make a request (a bad name, an unreadable file)."""
 
 
 # --- arguments and request bodies (pure) -------------------------------------------------
@@ -83,21 +63,7 @@ def model_name(text: str) -> str:
     return text
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = "number"  # argparse names the type in its messages
-    return parse
-
-
-version_number = _count(1)
+version_number = clitools.count(1)
 
 
 def percent(text: str) -> float:
@@ -159,46 +125,18 @@ def check_model_dir(path: str) -> Path:
     return folder
 
 
-def hub_url_from_api_url(api_url: str) -> str:
-    """The hub's URL from ``JUPYTERHUB_API_URL``: ``http://h/prefix/hub/api`` -> ``http://h/prefix/``."""
-    url = api_url.rstrip("/")
-    if url.endswith("/hub/api"):
-        url = url[: -len("hub/api")]
-    return url if url.endswith("/") else url + "/"
-
-
 def service_url(hub_url: str) -> str:
     """The models service through the hub's proxy: ``<hub-url>services/models/``."""
-    return (hub_url if hub_url.endswith("/") else hub_url + "/") + f"services/{SERVICE}/"
+    return clitools.service_url(hub_url, SERVICE)
 
 
 def make_client(hub_url: str | None, token: str | None, environ: Mapping[str, str] | None = None,
                 timeout: float = REQUEST_TIMEOUT) -> ServiceClient:
-    """The client for the models service (see the module docstring for the defaults)."""
-    environ = os.environ if environ is None else environ
-    token = token or environ.get("JUPYTERHUB_API_TOKEN") or environ.get("HUBFORGE_TOKEN")
-    if not token:
-        raise CommandError("no API token: give --token, or set $JUPYTERHUB_API_TOKEN or $HUBFORGE_TOKEN "
-                           "(`hubforge token NAME` makes one)")
-    api_url = environ.get("JUPYTERHUB_API_URL", "")
-    if not hub_url and api_url and environ.get("JUPYTERHUB_SERVICE_PREFIX"):
-        return ServiceClient(SERVICE, api_url=api_url, token=token, timeout=timeout, environ=environ)
-    hub_url = hub_url or (hub_url_from_api_url(api_url) if api_url else DEFAULT_HUB_URL)
-    return ServiceClient(SERVICE, url=service_url(hub_url), token=token, timeout=timeout, environ=environ)
+    """The client for the models service (see `hubforge.clitools.make_client`)."""
+    return clitools.make_client(SERVICE, hub_url, token, environ, timeout)
 
 
 # --- formatting (pure) -------------------------------------------------------------------
-
-
-def local_time(value: str | None) -> str:
-    """An ISO 8601 time from the service as local time, ``2026-11-27 07:00:00``."""
-    if not value:
-        return ""
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def epoch_time(seconds: float) -> str:
@@ -219,11 +157,6 @@ def format_size(size: int | None) -> str:
 
 def format_ms(value: float | None) -> str:
     return "" if value is None else f"{value:g} ms"
-
-
-def _one_line(text: Any, width: int = 60) -> str:
-    text = " ".join(str(text if text is not None else "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def format_alias(model: Mapping[str, Any], alias: str) -> str:
@@ -261,14 +194,6 @@ def format_loaded(loaded: Mapping[str, str] | None) -> str:
     return ", ".join(f"v{version} {state}" for version, state in items)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Aligned columns, two spaces apart, with a header line."""
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
-    lines = [headers, *rows]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
-
-
 def models_table(items: Sequence[Mapping[str, Any]], owners: bool = False) -> str:
     headers = ["NAME", *(["OWNER"] if owners else []), "LATEST", "VERSIONS", "DEFAULT", "ALIASES", "LOADED",
                "SHARED WITH", "UPDATED"]
@@ -285,8 +210,8 @@ def versions_table(items: Sequence[Mapping[str, Any]]) -> str:
     headers = ["VERSION", "CREATED", "BY", "SIZE", "FLAVOURS", "STATE", "DESCRIPTION", "ERROR"]
     rows = [[
         f"v{v.get('version')}", local_time(v.get("created")), v.get("created_by", ""), format_size(v.get("size")),
-        ", ".join(v.get("flavors") or []), v.get("state", ""), _one_line(v.get("description"), 40),
-        _one_line(v.get("error")),
+        ", ".join(v.get("flavors") or []), v.get("state", ""), one_line(v.get("description"), 40),
+        one_line(v.get("error")),
     ] for v in sorted(items, key=lambda v: v.get("version") or 0, reverse=True)]
     return table(headers, rows)
 
@@ -353,7 +278,7 @@ def stats_summary(stats: Mapping[str, Any]) -> str:
 def samples_table(items: Sequence[Mapping[str, Any]]) -> str:
     headers = ["TIME", "VERSION", "ALIAS", "INPUT", "PREDICTION"]
     rows = [[local_time(s.get("time")), f"v{s.get('version')}", s.get("alias") or "",
-             _one_line(json.dumps(s.get("input"), default=str), 70), _one_line(json.dumps(s.get("prediction"),
+             one_line(json.dumps(s.get("input"), default=str), 70), one_line(json.dumps(s.get("prediction"),
                                                                                          default=str), 30)]
             for s in items]
     return table(headers, rows)
@@ -362,17 +287,13 @@ def samples_table(items: Sequence[Mapping[str, Any]]) -> str:
 # --- the commands ------------------------------------------------------------------------
 
 
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
-
-
 def _alias(alias: str) -> str:
     return urllib.parse.quote(alias, safe="")
 
 
 def _changed(args: argparse.Namespace, model: Mapping[str, Any], text: str) -> int:
     if args.json:
-        _print_json(model)
+        print_json(model)
     else:
         print(text)
     return 0
@@ -383,7 +304,7 @@ def cmd_list(client: ServiceClient, args: argparse.Namespace) -> int:
     latest version, where the default endpoint goes, aliases and canaries, what is loaded."""
     items = models.list_models(all_users=args.all, client=client)
     if args.json:
-        _print_json({"models": items})
+        print_json({"models": items})
     elif items:
         print(models_table(items, owners=args.all))
     else:
@@ -396,7 +317,7 @@ def cmd_show(client: ServiceClient, args: argparse.Namespace) -> int:
     the history of its aliases."""
     model = models.get_model(args.name, client=client)
     if args.json:
-        _print_json(model)
+        print_json(model)
     else:
         print(model_details(model))
     return 0
@@ -407,7 +328,7 @@ def cmd_versions(client: ServiceClient, args: argparse.Namespace) -> int:
     flavours, whether loaded, and the error of a version that failed."""
     items = models.versions(args.name, client=client)
     if args.json:
-        _print_json({"versions": items})
+        print_json({"versions": items})
     else:
         print(versions_table(items))
     return 0
@@ -430,7 +351,7 @@ def cmd_publish(client: ServiceClient, args: argparse.Namespace) -> int:
     version = client.request("POST", f"api/models/{args.name}/versions", params=params, data=blob,
                              content_type="application/gzip", timeout=LOAD_TIMEOUT)
     if args.json:
-        _print_json(version)
+        print_json(version)
     else:
         where = f", alias {args.alias}" if args.alias else ""
         print(f"published {args.name} v{version.get('version')}{where}: {version.get('endpoint', '')}")
@@ -461,7 +382,7 @@ def cmd_alias_delete(client: ServiceClient, args: argparse.Namespace) -> int:
     """Remove ALIAS; without production, <name>/predict serves the latest version."""
     models.delete_alias(args.name, _alias(args.alias_name), client=client)
     if args.json:
-        _print_json({"deleted": args.alias_name, "model": args.name})
+        print_json({"deleted": args.alias_name, "model": args.name})
     else:
         print(f"deleted alias {args.alias_name} of {args.name}")
     return 0
@@ -500,7 +421,7 @@ def cmd_predict(client: ServiceClient, args: argparse.Namespace) -> int:
     target = f"{args.name}@{_alias(args.alias)}" if args.alias else args.name
     answer = client.request("POST", f"{target}/predict", body, timeout=LOAD_TIMEOUT)
     if args.json:
-        _print_json(answer)
+        print_json(answer)
     else:
         for prediction in (answer or {}).get("predictions", []):
             print(prediction if isinstance(prediction, str) else json.dumps(prediction))
@@ -512,7 +433,7 @@ def cmd_samples(client: ServiceClient, args: argparse.Namespace) -> int:
     version and alias. The first 20 requests of each version are always kept."""
     items = models.samples(args.name, limit=args.limit, client=client)
     if args.json:
-        _print_json({"samples": items})
+        print_json({"samples": items})
     elif items:
         print(samples_table(items))
     else:
@@ -525,7 +446,7 @@ def cmd_stats(client: ServiceClient, args: argparse.Namespace) -> int:
     service's window (version 'unrouted': requests refused before reaching one)."""
     stats = models.stats(args.name, client=client)
     if args.json:
-        _print_json(stats)
+        print_json(stats)
     else:
         print(stats_summary(stats))
     return 0
@@ -537,89 +458,34 @@ def cmd_delete(client: ServiceClient, args: argparse.Namespace) -> int:
     model = models.get_model(args.name, client=client)  # a clear 404 before asking
     what = f"version {args.version} of model {args.name}" if args.version else \
         f"model {args.name} with its {model.get('versions')} version(s) and endpoints"
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise OptionError(f"not deleting {what} without --yes (there is no terminal to ask)")
-        answer = input(f"Delete {what}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("not deleted", file=sys.stderr)
-            return 1
+    if not args.yes and not confirm_delete(what):
+        return 1
     if args.version:
         models.delete_version(args.name, args.version, client=client)
     else:
         models.delete(args.name, client=client)
     if args.json:
-        _print_json({"deleted": args.name, **({"version": args.version} if args.version else {})})
+        print_json({"deleted": args.name, **({"version": args.version} if args.version else {})})
     else:
         print(f"deleted {what}")
     return 0
 
 
-def _error(message: str, status: int | None = None) -> int:
-    suffix = f" (HTTP {status})" if status is not None else ""
-    print(f"hubforge models: error: {message}{suffix}", file=sys.stderr)
-    return 1
-
-
-def _command(func: Callable[[ServiceClient, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``func`` with the client made from the connection options and every expected
-    failure turned into one line on stderr and exit status 1."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            client = make_client(args.hub_url, args.token)
-            return func(client, args)
-        except ServiceError as e:
-            return _error(e.message, e.status)
-        except CommandError as e:
-            return _error(e.message, e.status)
-        except OptionError as e:
-            return _error(str(e))
-        except KeyboardInterrupt:
-            print("hubforge models: interrupted", file=sys.stderr)
-            return 130
-
-    return run
-
-
 # --- the parser --------------------------------------------------------------------------
-
-
-def _connection_options(parser: argparse.ArgumentParser, default: Any, json_option: bool = True) -> None:
-    """``--hub-url``, ``--token`` and ``--json``, on ``models`` and (with ``default``
-    SUPPRESS, so that they do not reset what was given before the command) on each command."""
-    group = parser.add_argument_group("connection")
-    group.add_argument("--hub-url", metavar="URL", default=default,
-                       help="the hub's URL, base URL included (default: from $JUPYTERHUB_API_URL, "
-                            f"else {DEFAULT_HUB_URL})")
-    group.add_argument("--token", metavar="TOKEN", default=default,
-                       help="hub API token (default: $JUPYTERHUB_API_TOKEN, else $HUBFORGE_TOKEN; "
-                            "prefer those: a command line is visible to other users of the machine)")
-    if json_option:
-        group.add_argument("--json", action="store_true", default=default if default is not None else False,
-                           help="print the service's JSON instead of tables")
 
 
 def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``models`` and its commands to ``hubforge``'s subparsers; returns the ``models`` parser."""
-    parser = subparsers.add_parser(
-        "models", help="published models: publish, list, promote, canary, roll back, call them",
+    group = clitools.CommandGroup(
+        subparsers, "models", connect=make_client,
+        help="published models: publish, list, promote, canary, roll back, call them",
         description="Published models and their endpoints, through the hub's models service (see "
                     "docs/models.md). NAME is a model's name, VERSION a version number.",
     )
-    _connection_options(parser, None)
-    common = argparse.ArgumentParser(add_help=False)
-    _connection_options(common, argparse.SUPPRESS)
+    command = group.add
     # predict's --json also takes the request body (see the module docstring).
     no_json = argparse.ArgumentParser(add_help=False)
-    _connection_options(no_json, argparse.SUPPRESS, json_option=False)
-    commands = parser.add_subparsers(dest="models_command", metavar="COMMAND", required=True)
-
-    def command(name: str, func: Callable, help: str, where=commands, parent=common) -> argparse.ArgumentParser:
-        p = where.add_parser(name, help=help, description=func.__doc__, parents=[parent])
-        p.set_defaults(func=_command(func))
-        return p
+    clitools.connection_options(no_json, argparse.SUPPRESS, json_option=False)
 
     def name_argument(p: argparse.ArgumentParser) -> None:
         p.add_argument("name", metavar="NAME", type=model_name, help="the model's name")
@@ -652,7 +518,7 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     name_argument(p)
     alias_option(p, "to roll back")
 
-    alias = commands.add_parser("alias", help="set or delete an alias", parents=[common],
+    alias = group.commands.add_parser("alias", help="set or delete an alias", parents=[group.common],
                                 description="Aliases name versions: <name>@<alias>/predict serves the "
                                             "version an alias points at. 'production' is the default route.")
     alias_commands = alias.add_subparsers(dest="alias_command", metavar="COMMAND", required=True)
@@ -691,7 +557,7 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     p = command("samples", cmd_samples, "show sampled requests and predictions")
     name_argument(p)
-    p.add_argument("--limit", type=_count(1), default=20, metavar="N", help="at most N samples (default 20)")
+    p.add_argument("--limit", type=clitools.count(1), default=20, metavar="N", help="at most N samples (default 20)")
 
     p = command("stats", cmd_stats, "show request rate and latency per version")
     name_argument(p)
@@ -700,4 +566,4 @@ def add_models_parser(subparsers: Any) -> argparse.ArgumentParser:
     name_argument(p)
     p.add_argument("--version", type=version_number, metavar="N", help="delete only version N")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    return parser
+    return group.parser

@@ -24,7 +24,7 @@ import json
 import os
 import sys
 
-from ..services import add_custom_scopes, free_port, grant_scopes
+from ..services import add_custom_scopes, free_port, grant_scopes, kubernetes_address, kubernetes_service_url
 from .service import INVOKE_SCOPE, READ_SCOPE, WRITE_SCOPE
 from .settings import ModelsSettings
 
@@ -70,13 +70,12 @@ def service_config(settings, models: ModelsSettings, base_url: str = "/") -> dic
             if config["containers"]["engine"] == "podman":
                 config["containers"]["environ"] = podman_env(base={"PATH": os.environ.get("PATH", os.defpath)})
         else:
-            prefix = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
             config["kubernetes"] = {
                 "namespace": os.environ.get("POD_NAMESPACE") or "default",
                 "image": image,
                 "max_replicas": models.kubernetes_max_replicas,
             }
-            config["fetch_url"] = f"http://hub:{KUBERNETES_PORT}{prefix}services/{SERVICE_NAME}/"
+            config["fetch_url"] = kubernetes_service_url(SERVICE_NAME, KUBERNETES_PORT, base_url)
     return config
 
 
@@ -113,12 +112,7 @@ def configure_models_service(c, settings, services: list, roles: list) -> None:
     if models.db_url:
         environment["HUBFORGE_MODELS_DB_URL"] = models.db_url
     if settings.mode == "kubernetes":
-        pod_ip = os.environ.get("POD_IP", "")
-        if ":" in pod_ip:  # an IPv6-first cluster: brackets in the URL, listen on "::"
-            url, environment["HUBFORGE_MODELS_BIND"] = f"http://[{pod_ip}]:{KUBERNETES_PORT}", f":::{KUBERNETES_PORT}"
-        else:
-            url = f"http://{pod_ip or 'hub'}:{KUBERNETES_PORT}"
-            environment["HUBFORGE_MODELS_BIND"] = f"0.0.0.0:{KUBERNETES_PORT}"
+        url, environment["HUBFORGE_MODELS_BIND"] = kubernetes_address(KUBERNETES_PORT)
         environment.update({k: os.environ[k] for k in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT",
                                                         "HUBFORGE_MODELS_DB_URL") if os.environ.get(k)})
     else:

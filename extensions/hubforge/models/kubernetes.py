@@ -40,6 +40,7 @@ from ..k8s.models import (
     model_object_name,
     model_selector,
 )
+from ..kubeclient import api_client
 
 #: Seconds any one call to the Kubernetes API may take.
 API_TIMEOUT = 30
@@ -88,13 +89,7 @@ class KubernetesBackend:
     async def api(self):
         """The Kubernetes API client: in-cluster credentials, else the kubeconfig."""
         if self._api is None:
-            from kubernetes_asyncio import client, config
-
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                await config.load_kube_config()
-            self._api = client.ApiClient()
+            self._api = await api_client()
         return self._api
 
     async def _kinds(self) -> dict[str, Any]:

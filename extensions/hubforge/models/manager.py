@@ -172,7 +172,7 @@ class ModelManager:
         self._fetch_keys[key_id] = archive
         schema = InputSchema((signature or {}).get("inputs"), self.settings.max_request_rows)
         server = VersionServer(name, version, schema, max_batch=self.settings.max_batch_size,
-                               timeout=self.settings.predict_timeout)
+                               timeout=self.settings.predict_timeout, max_linger=self.settings.batch_linger_ms / 1000)
         server.on_batch = self.metrics.batch_rows.labels(name, str(version)).observe
         spec = WorkerSpec(model=name, version=version, owner=owner, key=key,
                           fetch_url=self.fetch_base + "internal/archive")

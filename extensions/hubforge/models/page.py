@@ -4,18 +4,19 @@ One self-contained HTML document (``templates/models.html``: inline CSS and plai
 JavaScript, no build step, nothing from another site) listing the caller's models, their
 versions, aliases, canaries and owners, with live request-rate and latency charts, and
 acting on them through the service's REST API (docs/models.md) with the browser's OAuth
-cookie and the page's XSRF token. API data reaches the document through ``textContent``
-only; a Content-Security-Policy with a fresh nonce is a second guard.
+cookie and the page's XSRF token (:mod:`hubforge.services.page`). API data reaches the
+document through ``textContent`` only; a Content-Security-Policy with a fresh nonce is a
+second guard.
 """
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from tornado import template
 
 from ..services.auth import PageHandler, requires_scopes
+from ..services.page import render_page
 
 READ_SCOPE = "custom:hubforge:models:read"
 
@@ -33,20 +34,4 @@ class ModelsPage(PageHandler):
 
     @requires_scopes(READ_SCOPE)
     def get(self):
-        user = self.current_user
-        xsrf = self.xsrf_token
-        if isinstance(xsrf, bytes):
-            xsrf = xsrf.decode("ascii")
-        nonce = secrets.token_urlsafe(18)
-        html = _loader.load("models.html").generate(
-            user=user["name"],
-            admin="true" if user.get("admin") else "false",
-            xsrf=xsrf,
-            prefix=self.settings.get("service_prefix", "/"),
-            nonce=nonce,
-        )
-        self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY.format(nonce=nonce))
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "same-origin")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(html)
+        render_page(self, _loader, "models.html", CONTENT_SECURITY_POLICY)

@@ -19,22 +19,20 @@ A model you may not see answers 404, as if it did not exist.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import os
-import signal
 import tempfile
 import time
 from pathlib import Path
 
 from jupyterhub.services.auth import check_scopes
 from tornado import web
-from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.ioloop import PeriodicCallback
 from traitlets import Unicode, default
 
-from ..services.auth import APIHandler, HubServiceApp, log_request, requires_scopes
+from ..services.auth import APIHandler, StatefulServiceApp, log_request, requires_scopes
 from .errors import InvalidInput, ModelConflict, ModelError
 from .manager import may_use
 from .settings import ModelsSettings
@@ -47,7 +45,7 @@ log = logging.getLogger("hubforge.models")
 
 
 class ModelsHandlerMixin:
-    """What every models handler shares: the manager, the caller, JSON bodies, errors."""
+    """What every models handler shares: the manager, the caller, errors."""
 
     @property
     def manager(self):
@@ -55,15 +53,6 @@ class ModelsHandlerMixin:
             return self.settings["manager"]
         except KeyError:
             raise web.HTTPError(503, "the models service is starting; try again in a few seconds") from None
-
-    def body(self) -> dict:
-        try:
-            data = json.loads(self.request.body or b"{}")
-        except (ValueError, RecursionError) as e:
-            raise web.HTTPError(400, f"the request body is not JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object")
-        return data
 
     def model(self, name: str, *, write: bool = False):
         self.log_context["model"] = name
@@ -389,11 +378,14 @@ def quiet_log_request(handler: web.RequestHandler) -> None:
     log_request(handler)
 
 
-class ModelsService(HubServiceApp):
+class ModelsService(StatefulServiceApp):
     """The models hub service (``python -m hubforge.models``)."""
 
     name = "hubforge-models"
     description = "HubForge's model registry and serving service (run by the hub)."
+    # Set by the hub configuration (hubconfig.py) on Kubernetes.
+    bind_env = "HUBFORGE_MODELS_BIND"
+    secret_env = ("HUBFORGE_MODELS_DB_URL",)
 
     config_json = Unicode(help="The service's configuration (JSON); default $HUBFORGE_MODELS_CONFIG.").tag(config=True)
 
@@ -423,19 +415,8 @@ class ModelsService(HubServiceApp):
             (rf"{name}(?:@([A-Za-z0-9_-]{{1,63}}))?/(predict|health|openapi\.json)", EndpointHandler),
         ]
 
-    def listen_address(self) -> tuple[str, int]:
-        bind = os.environ.get("HUBFORGE_MODELS_BIND", "")
-        if bind:
-            host, _, port = bind.rpartition(":")
-            return host or "0.0.0.0", int(port)
-        return super().listen_address()
-
     def web_settings(self) -> dict:
         return {"log_function": quiet_log_request}
-
-    def make_app(self):
-        self._app = super().make_app()
-        return self._app
 
     def setup(self) -> None:
         """Read the configuration, open the registry, make the backend and the manager."""
@@ -460,23 +441,9 @@ class ModelsService(HubServiceApp):
                                     public_base=config.get("public_url", "") + self.service_prefix)
         self._app.settings["models_settings"] = settings
 
-    def start(self) -> None:
-        loop = IOLoop.current()
-
-        def stop(*_):
-            loop.add_callback_from_signal(self._shutdown)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        super().start()
-
-    async def after_listen(self) -> None:
-        try:
-            self.setup()
-        except Exception:
-            self.log.exception("the models service cannot start")
-            IOLoop.current().stop()
-            raise
+    async def start_work(self) -> None:
+        """Remove what a killed copy of the service left running, serve, load the
+        versions aliases point at."""
         sweep = getattr(self.manager.backend, "sweep", None)
         if sweep is not None:
             try:
@@ -488,24 +455,10 @@ class ModelsService(HubServiceApp):
         PeriodicCallback(self.manager.unload_idle, 30_000).start()
         await self.manager.warm()
 
-    def _forget_secrets(self) -> None:
-        hub_auth = self._app.settings["hub_auth"]
-        for name in hub_auth.trait_names():
-            with contextlib.suppress(Exception):
-                getattr(hub_auth, name)
-        for name in list(os.environ):
-            if name in ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "HUBFORGE_MODELS_DB_URL") or "PASSWORD" in name:
-                del os.environ[name]
-
-    async def _shutdown(self) -> None:
+    async def stop_work(self) -> None:
         log.info("models service stopping: served versions are unloaded")
-        try:
-            if hasattr(self, "manager"):
-                await asyncio.wait_for(self.manager.close(), 20)
-        except Exception:
-            log.exception("stopping the served models failed")
-        finally:
-            IOLoop.current().stop()
+        if hasattr(self, "manager"):
+            await self.manager.close()
 
 
 def make_backend(config: dict, settings: ModelsSettings, models_dir: Path):

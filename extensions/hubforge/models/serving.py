@@ -41,17 +41,24 @@ RETIRE_GRACE = 10.0
 #: Latency histogram edges of the page's charts, in ms (log-spaced, 0.25 ms to ~65 s).
 LATENCY_EDGES = [0.25 * 1.5**i for i in range(32)]
 BUCKET_SECONDS = 5
+#: The longest a batch waits for more requests under load, in seconds (see `_linger`).
+MAX_LINGER = 0.004
+#: Predict calls cheaper than this (seconds) never make a batch wait: about what the
+#: front and the proxy spend bringing one request in.
+MIN_LINGER_CALL = 0.002
 
 
 class VersionServer:
     """One served version: its worker connection and the queue in front of it."""
 
-    def __init__(self, model: str, version: int, schema: InputSchema, *, max_batch: int, timeout: float):
+    def __init__(self, model: str, version: int, schema: InputSchema, *, max_batch: int, timeout: float,
+                 max_linger: float = MAX_LINGER):
         self.model = model
         self.version = version
         self.schema = schema
         self.max_batch = max_batch
         self.timeout = timeout
+        self.max_linger = max_linger
         self.state = "loading"  # loading, ready, failed, stopped
         self.error = ""
         self.handle = None  # the backend's handle of the worker
@@ -62,6 +69,10 @@ class VersionServer:
         self._writer: asyncio.StreamWriter | None = None
         self._drained = asyncio.Event()
         self._drained.set()
+        self._recent: deque = deque(maxlen=8)  # requests per batch, latest batches
+        self._last_call = 0.0  # seconds the latest predict call took
+        self._enough: asyncio.Future | None = None  # set when `_wanted` requests wait
+        self._wanted = 0
         self.on_broken = None  # called (self) when the worker's connection fails
         self.on_batch = None  # called (rows) for every predict call sent to the worker
 
@@ -84,6 +95,8 @@ class VersionServer:
         future = asyncio.get_running_loop().create_future()
         self._pending.append((payload, rows, future))
         self.last_used = time.monotonic()
+        if self._enough is not None and len(self._pending) >= self._wanted and not self._enough.done():
+            self._enough.set_result(None)
         if not self._busy:
             self._busy = True
             self._drained.clear()
@@ -93,16 +106,45 @@ class VersionServer:
     async def _flush(self) -> None:
         try:
             while self._pending:
+                await self._linger()
                 batch = [self._pending.popleft()]
                 rows = batch[0][1]
                 while self._pending and rows + self._pending[0][1] <= self.max_batch:
                     item = self._pending.popleft()
                     batch.append(item)
                     rows += item[1]
+                self._recent.append(len(batch))
+                started = time.perf_counter()
                 await self._predict(batch)
+                self._last_call = time.perf_counter() - started
         finally:
             self._busy = False
             self._drained.set()
+
+    async def _linger(self) -> None:
+        """Under load, give the requests in flight a moment to join the next batch.
+
+        A model's predict costs about as much for one row as for dozens, so every call
+        spent on a small batch is CPU the front and the proxy lack to bring requests in.
+        Only when recent batches held several requests (callers are waiting on each
+        other) and a predict call costs more than `MIN_LINGER_CALL` (for a cheap
+        model the front is the bottleneck, and waiting would only add latency) does the
+        next batch wait, at most half the last call's time and `max_linger` seconds, until
+        as many requests as the recent largest batch are queued. A lone caller never
+        waits: its request found no batch before it.
+        """
+        peak = max(self._recent, default=1)
+        if (peak < 2 or len(self._pending) >= peak or self._last_call < MIN_LINGER_CALL
+                or self.max_linger <= 0):
+            return
+        self._enough = asyncio.get_running_loop().create_future()
+        self._wanted = peak
+        try:
+            await asyncio.wait_for(asyncio.shield(self._enough), min(self.max_linger, self._last_call / 2))
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._enough = None
 
     async def _call(self, payload: dict) -> dict:
         self._writer.write(encode(payload))

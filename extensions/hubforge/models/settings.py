@@ -14,17 +14,19 @@ from __future__ import annotations
 import re
 
 from traitlets import Bool, Float, Integer, List, Unicode, validate
-from traitlets.config import Configurable
 
 from ..exceptions import SettingsError
+from ..settings import SettingsSection
 
 #: A model's name: it is part of every URL of the model, so it is kept URL- and
 #: DNS-friendly (Kubernetes object names are built from it).
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
-class ModelsSettings(Configurable):
+class ModelsSettings(SettingsSection):
     """The ``models:`` section of ``hubforge.yaml`` (every key optional)."""
+
+    section = "models"
 
     enabled = Bool(
         True,
@@ -44,6 +46,14 @@ class ModelsSettings(Configurable):
         while the model is busy wait and are then predicted together, up to this many
         rows (adaptive batching: a request that finds the model idle is predicted at
         once, alone). Default 64. 1 turns batching off.""",
+    ).tag(config=True)
+
+    batch_linger_ms = Float(
+        4,
+        help="""Under load, the longest a batch waits for more requests, in milliseconds
+        (at most half of the model's last predict time, and only for models whose predict
+        takes over 2 ms: then fewer, larger calls leave more CPU to bring requests in). A
+        lone caller never waits. Default 4. 0 turns waiting off.""",
     ).tag(config=True)
 
     max_request_rows = Integer(
@@ -129,47 +139,23 @@ class ModelsSettings(Configurable):
         HorizontalPodAutoscaler at 70% CPU). Default 4.""",
     ).tag(config=True)
 
-    source = Unicode("hubforge.yaml", help="Where these settings came from, for messages.")
-
     @validate("sample_rate")
     def _check_rate(self, proposal):
         value = proposal["value"]
         if not 0 <= value <= 1:
-            raise SettingsError(f"{self.source}: models.sample_rate: must be from 0 to 1, got {value!r}")
+            raise SettingsError(f"{self.where('sample_rate')}: must be from 0 to 1, got {value!r}")
         return value
 
     @validate("max_batch_size", "max_request_rows", "max_loaded_versions")
     def _check_positive(self, proposal):
         if proposal["value"] < 1:
-            raise SettingsError(f"{self.source}: models.{proposal['trait'].name}: must be 1 or more, got {proposal['value']!r}")
+            raise SettingsError(f"{self.where(proposal['trait'].name)}: must be 1 or more, got {proposal['value']!r}")
         return proposal["value"]
 
     @validate("invoke_scopes")
     def _check_names(self, proposal):
         for name in proposal["value"]:
             if not MODEL_NAME.match(name):
-                raise SettingsError(f"{self.source}: models.invoke_scopes: {name!r} is not a model name "
+                raise SettingsError(f"{self.where('invoke_scopes')}: {name!r} is not a model name "
                                     "(lower-case letters, digits, '-' and '_', at most 63)")
         return proposal["value"]
-
-    @classmethod
-    def from_settings(cls, settings) -> ModelsSettings:
-        """The section of a platform `Settings`, checked; SettingsError names bad keys."""
-        data = dict(getattr(settings, "models", None) or {})
-        known = set(cls.class_traits(config=True))
-        source = settings.source or "hubforge.yaml"
-        for key in data:
-            if key not in known:
-                raise SettingsError(f"{source}: models.{key}: unknown setting; known: {', '.join(sorted(known))}")
-        models = cls(source=source)
-        for key, value in data.items():
-            try:
-                setattr(models, key, value)
-            except SettingsError:
-                raise
-            except Exception as e:
-                raise SettingsError(f"{source}: models.{key}: invalid value {value!r}: {e}") from None
-        return models
-
-    def to_json(self) -> dict:
-        return {name: getattr(self, name) for name in self.class_traits(config=True)}

@@ -10,8 +10,9 @@ service. Two halves are shared:
   which serves them under the prefix the hub gives the service.
 * this module holds what the *hub configuration* of a service needs: merging scopes into
   the roles JupyterHub defines by default (``user``, ``server``), declaring custom
-  scopes, and picking a loopback port. A capability's ``hubconfig`` module calls these,
-  and ``hubforge.hub.config`` calls the capability.
+  scopes, picking a loopback port, and on Kubernetes the address of a service in the
+  hub's pod. A capability's ``hubconfig`` module calls these, and ``hubforge.hub.config``
+  calls the capability.
 
 Custom scopes are named ``custom:hubforge:<resource>:<verb>``; a verb that implies
 another lists it in ``subscopes`` (``connect`` implies ``read``).
@@ -19,8 +20,15 @@ another lists it in ``subscopes`` (``connect`` implies ``read``).
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterable
+
+#: The hub pod's IP (HubForge's chart values set it from the downward API): the hub's
+#: URL for a service in its pod (`kubernetes_address`).
+POD_IP_ENV = "POD_IP"
+#: Zero to JupyterHub's Service in front of the hub's pod.
+KUBERNETES_HUB_HOST = "hub"
 
 
 def free_port() -> int:
@@ -28,6 +36,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def kubernetes_address(port: int) -> tuple[str, str]:
+    """A service in the hub's pod on ``port``: its URL for the hub, and the ``host:port`` it
+    listens on (all the pod's interfaces, where the Service and other pods reach it).
+
+    The URL is the pod's own IP (`POD_IP_ENV`), not the Service: as it starts, the hub
+    tries a managed service at its URL for about ten seconds and exits if it gets no
+    answer, while the ``hub`` Service sends nothing to the hub's pod before its
+    readiness probe passes (and then only if the cluster routes a pod's traffic back to
+    itself).
+    """
+    pod_ip = os.environ.get(POD_IP_ENV, "")
+    if ":" in pod_ip:  # an IPv6-first cluster: listen on "::"
+        return f"http://[{pod_ip}]:{port}", f":::{port}"
+    # Without the pod's IP (values other than HubForge's), the Service name: it works
+    # once the hub's pod is ready, which the hub does not wait for at start.
+    return f"http://{pod_ip or KUBERNETES_HUB_HOST}:{port}", f"0.0.0.0:{port}"
+
+
+def kubernetes_service_url(name: str, port: int, base_url: str = "/") -> str:
+    """The service ``name`` in the hub's pod on ``port`` as other pods reach it, through
+    the ``hub`` Service: ``http://hub:<port><base_url>services/<name>/``."""
+    prefix = "/" + base_url.strip("/") + "/" if base_url.strip("/") else "/"
+    return f"http://{KUBERNETES_HUB_HOST}:{port}{prefix}services/{name}/"
 
 
 def grant_scopes(roles: list[dict], role_name: str, scopes: Iterable[str]) -> dict:

@@ -24,8 +24,10 @@ the same way:
   passes through :class:`RedactingFormatter`, which replaces any value registered with
   :func:`redact_in_logs` by ``[secret]``, tracebacks included.
 
-A service subclasses :class:`HubServiceApp`, lists its handlers with patterns relative to
-the service prefix, and calls ``launch_instance()``::
+A service subclasses :class:`HubServiceApp` (or :class:`StatefulServiceApp`, for one
+that opens a database and background work after it listens and stops them on SIGTERM:
+jobs, models), lists its handlers with patterns relative to the service prefix, and
+calls ``launch_instance()``::
 
     class HelloHandler(APIHandler):
         @requires_scopes("custom:hubforge:hello:read")
@@ -39,12 +41,14 @@ the service prefix, and calls ``launch_instance()``::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import json
 import logging
 import os
 import re
+import signal
 from collections.abc import Iterable
 from functools import wraps
 from html import escape
@@ -195,6 +199,18 @@ class APIHandler(ServiceHandler):
 
     def on_anonymous(self):
         raise web.HTTPError(401, "authentication required: send 'Authorization: token <your API token>'")
+
+    def body(self) -> dict:
+        """The request's body, a JSON object (``{}`` when empty); 400 saying why otherwise."""
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError as e:
+            raise web.HTTPError(400, f"the request body is not JSON: {e}") from None
+        except RecursionError:
+            raise web.HTTPError(400, "the request body is nested too deeply") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return data
 
     def write_json(self, model, status: int = 200) -> None:
         self.set_status(status)
@@ -394,3 +410,95 @@ class HubServiceApp(Application):
                 IOLoop.current().start()
         finally:
             server.stop()
+
+
+class StatefulServiceApp(HubServiceApp):
+    """A hub service with state to open after it listens and to close when it stops
+    (the jobs and models services).
+
+    The hub gives a service ten seconds to answer, and on a busy machine imports,
+    database migrations and starting workers can take longer, so `after_listen` does the
+    opening: `setup` (read the configuration, open the database: synchronous), then
+    `start_work` (the background work). Handlers answer 503 "starting" until the service
+    puts its state in ``self._app.settings``; if `setup` fails the service exits. SIGTERM
+    and SIGINT run `stop_work` (at most `stop_timeout` seconds) before the loop stops.
+
+    Subclasses override `setup`, `start_work` and `stop_work`, and set `bind_env` and
+    `secret_env`; `start_work` calls `_forget_secrets` once nothing it starts needs them.
+    """
+
+    #: An environment variable that, when set (``host:port``, ``:::port`` for IPv6),
+    #: overrides where the service listens: on Kubernetes, all interfaces of the hub's
+    #: pod, where the proxy and the pods the service starts reach it. Empty: none.
+    bind_env = ""
+    #: Environment variables `_forget_secrets` removes besides the hub token and every
+    #: ``*PASSWORD*`` (e.g. the service's database URL).
+    secret_env: tuple[str, ...] = ()
+    #: Seconds `stop_work` may take before the service stops anyway.
+    stop_timeout = 20
+
+    def listen_address(self) -> tuple[str, int]:
+        """``$<bind_env>`` (``host:port``) when set, else `service_url`'s."""
+        bind = os.environ.get(self.bind_env, "") if self.bind_env else ""
+        if bind:
+            host, _, port = bind.rpartition(":")
+            return host or "0.0.0.0", int(port)
+        return super().listen_address()
+
+    def make_app(self) -> web.Application:
+        # Kept: `setup` completes its settings after the service listens.
+        self._app = super().make_app()
+        return self._app
+
+    def setup(self) -> None:
+        """Read the configuration and open what the service needs (synchronous: the
+        requests that arrive meanwhile wait, then get 503 until `start_work` is done)."""
+
+    async def start_work(self) -> None:
+        """Start the background work and hand the state to the handlers."""
+
+    async def stop_work(self) -> None:
+        """Stop the background work (SIGTERM, SIGINT)."""
+
+    async def after_listen(self) -> None:
+        try:
+            self.setup()
+        except Exception:
+            self.log.exception("the %s service cannot start", self.name.removeprefix("hubforge-"))
+            IOLoop.current().stop()
+            raise
+        await self.start_work()
+
+    def start(self) -> None:
+        loop = IOLoop.current()
+
+        def stop(*_):
+            loop.add_callback_from_signal(self._shutdown)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        super().start()
+
+    def _forget_secrets(self) -> None:
+        """Remove the hub token, `secret_env` and passwords from this process's environment.
+
+        Read already (HubOAuth's settings are resolved here, first), they would otherwise
+        be inherited by the processes the service starts later (a forkserver that
+        multiprocessing restarts after a crash, a model's worker), and so be readable by
+        user code in /proc/<pid>/environ.
+        """
+        hub_auth = self._app.settings["hub_auth"]
+        for name in hub_auth.trait_names():
+            with contextlib.suppress(Exception):
+                getattr(hub_auth, name)
+        for name in list(os.environ):
+            if name in ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", *self.secret_env) or "PASSWORD" in name:
+                del os.environ[name]
+
+    async def _shutdown(self) -> None:
+        try:
+            await asyncio.wait_for(self.stop_work(), self.stop_timeout)
+        except Exception:
+            self.log.exception("stopping the %s service failed", self.name.removeprefix("hubforge-"))
+        finally:
+            IOLoop.current().stop()

@@ -14,7 +14,6 @@ status and message unchanged to the REST caller, and the spawn form shows it.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
