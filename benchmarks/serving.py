@@ -320,10 +320,8 @@ class MLflowServer:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
         # uvicorn and its workers share the group; whatever is left of it goes now, and
         # the group must be gone (not merely signalled) before the work dir is removed.
         with contextlib.suppress(ProcessLookupError):

@@ -117,7 +117,7 @@ class ProcessBackend:
     async def _drain(self, proc) -> None:
         with contextlib.suppress(Exception):  # keep the pipe from filling up
             while await proc.stdout.read(65536):
-                pass
+                continue
 
     async def _kill(self, proc, grace: float = 5) -> None:
         self.procs.discard(proc)

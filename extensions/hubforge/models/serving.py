@@ -22,6 +22,7 @@ and a grace period passed: no request fails because of a promotion.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import bisect
 import logging
 import math
@@ -140,9 +141,8 @@ class VersionServer:
         self._enough = asyncio.get_running_loop().create_future()
         self._wanted = peak
         try:
-            await asyncio.wait_for(asyncio.shield(self._enough), min(self.max_linger, self._last_call / 2))
-        except asyncio.TimeoutError:
-            pass
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._enough), min(self.max_linger, self._last_call / 2))
         finally:
             self._enough = None
 

@@ -65,10 +65,8 @@ class LoadedModel:
         for name, values in message["columns"].items():
             dtype = DTYPES.get(self.types.get(name, ""))
             if dtype is not None and not (dtype == "bool" and None in values):  # no silent False
-                try:
+                with contextlib.suppress(TypeError, ValueError):
                     values = np.asarray(values, dtype=dtype)
-                except (TypeError, ValueError):
-                    pass
             columns[name] = values
         return pd.DataFrame(columns)
 
@@ -113,7 +111,7 @@ async def serve(model: LoadedModel, key: str, host: str, port: int) -> None:
                 writer.write(encode(reply))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, ProtocolError, asyncio.TimeoutError):
-            pass
+            return  # the front went away, or never knew the key: nothing to answer
         finally:
             writer.close()
 
