@@ -134,6 +134,40 @@ def linear_b(tmp_path_factory):
     return linear_model(tmp_path_factory, -3.0, 5.0, seed=2)
 
 
+def test_the_fast_path_answers_token_calls_as_the_handlers_do(api, users, churn, raiser):
+    """Token calls to ``predict`` are answered by `fastpath.PredictFastPath` (no tornado
+    ``Server`` header); with a query string they go to the `EndpointHandler`. Both must
+    give the same status, body and model headers, for answers and for every error; calls
+    the fast path does not take (other users, anonymous) are replayed to the handler."""
+    owner, other = users["owner"], users["other"]
+    bad_json = b'{"dataframe_records": [{"age": 41,'
+    cases = [
+        ("svc-churn", owner, {"dataframe_records": [GOOD]}),
+        ("svc-churn", owner, {"columns": {k: [v, v] for k, v in GOOD.items()}}),
+        ("svc-churn@v1", owner, {"dataframe_records": [GOOD]}),
+        ("svc-churn", owner, {"dataframe_records": [{**GOOD, "age": "old"}]}),
+        ("svc-churn", owner, bad_json),
+        ("svc-churn", owner, {"dataframe_records": [GOOD] * 10_001}),
+        ("svc-churn@nosuchalias", owner, {"dataframe_records": [GOOD]}),
+        ("svc-raiser", owner, {"dataframe_records": [{"x": 666}]}),
+        ("svc-churn", other, {"dataframe_records": [GOOD]}),
+        ("svc-churn", None, {"dataframe_records": [GOOD]}),
+    ]
+    for name, token, body in cases:
+        fast = predict(api, token, name, body)
+        slow = predict(api, token, name, body, params={"via": "handler"})
+        where = (name, "owner" if token == owner else "other" if token else "anonymous", fast.text[:200])
+        assert "Tornado" in slow.headers.get("Server", ""), where
+        taken = token == owner  # the others are refused, so replayed
+        assert ("Server" not in fast.headers) == taken, (where, fast.headers)
+        assert fast.status_code == slow.status_code, (where, slow.text[:200])
+        assert fast.json() == slow.json(), where
+        assert fast.headers["Content-Type"] == slow.headers["Content-Type"] == "application/json; charset=UTF-8"
+        for header in ("X-HubForge-Model-Version", "X-HubForge-Model-Alias", "WWW-Authenticate"):
+            assert fast.headers.get(header) == slow.headers.get(header), (where, header)
+    assert predict(api, owner, "svc-churn", {"dataframe_records": [GOOD]}).headers["X-HubForge-Model-Version"] == "1"
+
+
 @pytest.fixture(scope="module")
 def raiser_dir(tmp_path_factory):
     return save_model(doubler(), tmp_path_factory.mktemp("raiser") / "model", pd.DataFrame({"x": [1.0, 2.0]}))

@@ -25,8 +25,7 @@ import os
 import sys
 
 from ..services import add_custom_scopes, free_port, grant_scopes, kubernetes_address, kubernetes_service_url
-from .service import INVOKE_SCOPE, READ_SCOPE, WRITE_SCOPE
-from .settings import ModelsSettings
+from .settings import INVOKE_SCOPE, READ_SCOPE, WRITE_SCOPE, ModelsSettings
 
 SERVICE_NAME = "models"
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from jupyterhub.services.auth import check_scopes
 from sqlalchemy import func, select
 
 from ..dbutil import iso, utcnow
@@ -34,7 +35,7 @@ from .backends import WorkerFailed, WorkerSpec  # noqa: F401 (WorkerFailed: back
 from .db import Alias, AliasEvent, Model, Version, make_engine, sessions, upgrade
 from .errors import InvalidArchive, InvalidInput, ModelConflict, ModelError
 from .serving import RETIRE_GRACE, Route, Stats, VersionServer, check_loaded_limit
-from .settings import MODEL_NAME, ModelsSettings
+from .settings import INVOKE_SCOPE, MODEL_NAME, ModelsSettings
 from .signature import InputSchema
 
 log = logging.getLogger("hubforge.models")
@@ -219,6 +220,32 @@ class ModelManager:
     def fetch_path(self, key: str) -> Path | None:
         """The archive a worker holding `key` may download (None: no such worker)."""
         return self._fetch_keys.get(hashlib.sha256(key.encode()).hexdigest())
+
+    async def invoke(self, info: ModelInfo, selector: str | None, body: bytes) -> tuple[list, int, str | None]:
+        """`predict` for one caller's request, counted in the metrics and the page's
+        stats (its outcome, latency and rows; a 404 is not: it names no served version).
+        The caller has been authorized (see `may_invoke`)."""
+        start = time.perf_counter()
+        version = alias = None
+        rows = 0
+        status = 500
+        try:
+            limit = self.settings.max_request_mb * 2**20
+            if len(body) > limit:
+                raise ModelError(f"the request body is larger than {limit / 2**20:g} MiB (models.max_request_mb)", 413)
+            predictions, version, alias = await self.predict(info, selector, body)
+            rows = len(predictions)
+            status = 200
+            return predictions, version, alias
+        except ModelError as e:
+            status = e.status_code
+            version, alias = getattr(e, "version", None), getattr(e, "alias", None)
+            raise
+        finally:
+            if status != 404:
+                elapsed = time.perf_counter() - start
+                self.metrics.record(info.name, version, alias, status, elapsed, rows)
+                info.stats.record(version or 0, 1000 * elapsed, status < 400)
 
     async def predict(self, info: ModelInfo, selector: str | None, body: bytes) -> tuple[list, int, str | None]:
         """``(predictions, version, alias)`` for a request body (checked against the
@@ -603,6 +630,19 @@ def may_use(info: ModelInfo, user: dict, *, manage: bool = False) -> bool:
     if user.get("kind") == "service":
         return user.get("name") in shared.get("services", ())
     return user.get("name") in shared.get("users", ()) or bool(set(user.get("groups") or ()) & set(shared.get("groups", ())))
+
+
+def may_invoke(info: ModelInfo, user: dict, access_scopes: set[str]) -> bool:
+    """Whether `user` (the hub's model of a token's owner) may call `info`'s endpoints:
+    their token holds the service's access scope (when it has one) and either
+    ``custom:hubforge:models:invoke:<name>``, or ``custom:hubforge:models:invoke`` for a
+    model they may use (`may_use`)."""
+    held = set(user.get("scopes", []))
+    if access_scopes and not check_scopes(access_scopes, held):
+        return False
+    if f"{INVOKE_SCOPE}:{info.name}" in held:
+        return True
+    return may_use(info, user) and check_scopes({INVOKE_SCOPE}, held)
 
 
 def read_mlmodel(path: Path) -> dict:

@@ -17,8 +17,7 @@ from tornado import template
 
 from ..services.auth import PageHandler, requires_scopes
 from ..services.page import render_page
-
-READ_SCOPE = "custom:hubforge:models:read"
+from .settings import READ_SCOPE
 
 TEMPLATES = Path(__file__).parent / "templates"
 _loader = template.Loader(str(TEMPLATES), whitespace="all")

@@ -23,8 +23,8 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
-import time
 from pathlib import Path
 
 from jupyterhub.services.auth import check_scopes
@@ -32,16 +32,22 @@ from tornado import web
 from tornado.ioloop import PeriodicCallback
 from traitlets import Unicode, default
 
-from ..services.auth import APIHandler, StatefulServiceApp, log_request, requires_scopes
+from ..services.auth import (
+    APIHandler,
+    StatefulServiceApp,
+    log_request,
+    prefixed,
+    requires_scopes,
+)
 from .errors import InvalidInput, ModelConflict, ModelError
-from .manager import may_use
-from .settings import ModelsSettings
-
-READ_SCOPE = "custom:hubforge:models:read"
-WRITE_SCOPE = "custom:hubforge:models:write"
-INVOKE_SCOPE = "custom:hubforge:models:invoke"
+from .manager import may_invoke, may_use
+from .settings import INVOKE_SCOPE, READ_SCOPE, WRITE_SCOPE, ModelsSettings
 
 log = logging.getLogger("hubforge.models")
+
+NAME = r"([a-z0-9][a-z0-9_-]{0,62})"
+#: A served model's endpoints, relative to the service prefix: (name, selector, action).
+ENDPOINT = rf"{NAME}(?:@([A-Za-z0-9_-]{{1,63}}))?/(predict|health|openapi\.json)"
 
 
 class ModelsHandlerMixin:
@@ -290,19 +296,18 @@ class EndpointHandler(ModelsHandlerMixin, APIHandler):
     quiet = True
 
     def invoke_allowed(self, info) -> None:
+        """Pass if the caller may call `info` (`may_invoke`), else raise the answer saying why."""
         user = self.current_user
         if user is None:
             self.on_anonymous()
-        held = set(user.get("scopes", []))
         access = self.hub_auth.access_scopes
-        if access and not check_scopes(access, held):
-            self.authorize([])  # raises 403 naming the access scope
-        if f"{INVOKE_SCOPE}:{info.name}" in held:
+        if may_invoke(info, user, access):
             return
+        if access and not check_scopes(access, set(user.get("scopes", []))):
+            self.authorize([])  # raises 403 naming the access scope
         if not may_use(info, user):
             raise ModelError(f"model {info.name} does not exist", 404)
-        if not check_scopes({INVOKE_SCOPE}, held):
-            raise web.HTTPError(403, f"this request needs the scope {INVOKE_SCOPE}, which your token lacks")
+        raise web.HTTPError(403, f"this request needs the scope {INVOKE_SCOPE}, which your token lacks")
 
     def find(self, name: str):
         info = self.manager.models.get(name)
@@ -313,37 +318,18 @@ class EndpointHandler(ModelsHandlerMixin, APIHandler):
         return info
 
     async def post(self, name, selector, action):
+        # Token-authenticated calls that pass these checks are answered by
+        # `fastpath.PredictFastPath` before they reach a handler; this answers the rest
+        # (cookies, errors) alike.
         if action != "predict":
             raise web.HTTPError(405, f"use GET for {action}")
-        start = time.perf_counter()
-        version = alias = None
-        rows = 0
-        status = 500
-        info = None
-        try:
-            info = self.find(name)
-            self.invoke_allowed(info)
-            limit = self.manager.settings.max_request_mb * 2**20
-            if len(self.request.body) > limit:
-                raise ModelError(f"the request body is larger than {limit / 2**20:g} MiB (models.max_request_mb)", 413)
-            predictions, version, alias = await self.manager.predict(info, selector, self.request.body)
-            rows = len(predictions)
-            self.set_header("X-HubForge-Model-Version", str(version))
-            if alias:
-                self.set_header("X-HubForge-Model-Alias", alias)
-            status = 200
-            self.write_json({"predictions": predictions})
-        except ModelError as e:
-            status = e.status_code
-            version, alias = getattr(e, "version", None), getattr(e, "alias", None)
-            raise
-        except web.HTTPError as e:
-            status = e.status_code
-            raise
-        finally:
-            if info is not None and status not in (401, 403, 404):
-                self.manager.metrics.record(name, version, alias, status, time.perf_counter() - start, rows)
-                info.stats.record(version or 0, 1000 * (time.perf_counter() - start), status < 400)
+        info = self.find(name)
+        self.invoke_allowed(info)
+        predictions, version, alias = await self.manager.invoke(info, selector, self.request.body)
+        self.set_header("X-HubForge-Model-Version", str(version))
+        if alias:
+            self.set_header("X-HubForge-Model-Alias", alias)
+        self.write_json({"predictions": predictions})
 
     async def get(self, name, selector, action):
         info = self.find(name)
@@ -396,7 +382,7 @@ class ModelsService(StatefulServiceApp):
     def handlers(self) -> list[tuple]:
         from .page import ModelsPage
 
-        name = r"([a-z0-9][a-z0-9_-]{0,62})"
+        name = NAME
         return [
             (r"", ModelsPage),
             (r"health", HealthHandler),
@@ -412,11 +398,17 @@ class ModelsService(StatefulServiceApp):
             (rf"api/models/{name}/sharing", SharingHandler),
             (rf"api/models/{name}/stats", StatsHandler),
             (rf"api/models/{name}/samples", SamplesHandler),
-            (rf"{name}(?:@([A-Za-z0-9_-]{{1,63}}))?/(predict|health|openapi\.json)", EndpointHandler),
+            (ENDPOINT, EndpointHandler),
         ]
 
     def web_settings(self) -> dict:
         return {"log_function": quiet_log_request}
+
+    def http_delegate(self, app: web.Application):
+        from .fastpath import PredictFastPath
+
+        self.fast_path = PredictFastPath(app, re.compile(prefixed(self.service_prefix, ENDPOINT)))
+        return self.fast_path
 
     def setup(self) -> None:
         """Read the configuration, open the registry, make the backend and the manager."""

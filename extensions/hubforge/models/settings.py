@@ -20,6 +20,11 @@ from ..settings import SettingsSection
 
 #: A model's name: it is part of every URL of the model, so it is kept URL- and
 #: DNS-friendly (Kubernetes object names are built from it).
+#: The scopes of the models service (hubconfig.py declares them to the hub).
+READ_SCOPE = "custom:hubforge:models:read"
+WRITE_SCOPE = "custom:hubforge:models:write"
+INVOKE_SCOPE = "custom:hubforge:models:invoke"
+
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 

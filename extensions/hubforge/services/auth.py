@@ -257,8 +257,8 @@ def log_request(handler: web.RequestHandler) -> None:
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     user = getattr(handler, "_hub_user", None)
     who = f"{user['kind']}={user['name']}" if user else "user=-"
-    context = "".join(f" {k}={_printable(v)}" for k, v in getattr(handler, "log_context", {}).items())
-    error = _printable(getattr(handler, "error_message", ""))
+    context = "".join(f" {k}={printable(v)}" for k, v in getattr(handler, "log_context", {}).items())
+    error = printable(getattr(handler, "error_message", ""))
     ms = 1000.0 * handler.request.request_time()
     log.log(
         level, "%d %s %s %s%s %.1fms%s",
@@ -267,7 +267,7 @@ def log_request(handler: web.RequestHandler) -> None:
     )
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     # Request paths are user input: a "%0A" in a connection name must not start a new,
     # forged log line.
     text = str(text)
@@ -395,13 +395,18 @@ class HubServiceApp(Application):
             **self.web_settings(),
         )
 
+    def http_delegate(self, app: web.Application):
+        """What the HTTP server hands requests to: the application (the default), or a
+        delegate in front of it (the models service's fast predict path)."""
+        return app
+
     def start(self) -> None:
         from ..forkserver import die_with_parent
 
         die_with_parent()  # stop with the hub, even a killed one
         app = self.make_app()
         host, port = self.listen_address()
-        server = HTTPServer(app, xheaders=True)
+        server = HTTPServer(self.http_delegate(app), xheaders=True)
         server.listen(port, host)
         self.log.info("%s listening on %s%s", self.name, self.service_url.rstrip("/"), self.service_prefix)
         IOLoop.current().add_callback(self.after_listen)
