@@ -20,6 +20,7 @@ A model you may not see answers 404, as if it did not exist.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -445,6 +446,10 @@ class ModelsService(StatefulServiceApp):
         self._app.settings["manager"] = self.manager
         self._forget_secrets()
         PeriodicCallback(self.manager.unload_idle, 30_000).start()
+        # The libraries and state loaded by now last as long as the service: out of the
+        # full garbage-collection passes that would walk them between requests.
+        gc.collect()
+        gc.freeze()
         await self.manager.warm()
 
     async def stop_work(self) -> None:
