@@ -691,6 +691,7 @@ class _Metrics:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
+        self._series: dict[tuple, tuple] = {}
         self.requests = Counter("hubforge_model_requests", "Predict requests, by model, version, alias and "
                                 "HTTP status.", ["model", "version", "alias", "status"], registry=self.registry)
         self.latency = Histogram("hubforge_model_request_duration_seconds", "Predict request latency in the "
@@ -704,12 +705,24 @@ class _Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024), registry=self.registry)
 
     def record(self, model: str, version, alias, status: int, seconds: float, rows: int) -> None:
-        v = str(version) if version is not None else ""
-        self.requests.labels(model, v, alias or "", str(status)).inc()
-        if version is not None:
-            self.latency.labels(model, v).observe(seconds)
+        # Each request updates three series: their children are looked up once per
+        # label set (prometheus_client's `labels()` costs a few microseconds a call, on
+        # the path of every prediction), as many as the series themselves.
+        key = (model, version, alias, status)
+        series = self._series.get(key)
+        if series is None:
+            v = str(version) if version is not None else ""
+            series = self._series[key] = (
+                self.requests.labels(model, v, alias or "", str(status)),
+                self.latency.labels(model, v) if version is not None else None,
+                self.rows.labels(model, v) if version is not None else None,
+            )
+        requests, latency, predicted = series
+        requests.inc()
+        if latency is not None:
+            latency.observe(seconds)
             if rows:
-                self.rows.labels(model, v).inc(rows)
+                predicted.inc(rows)
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest
