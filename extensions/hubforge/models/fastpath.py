@@ -35,7 +35,7 @@ import time
 from tornado import httputil, web
 from tornado.iostream import StreamClosedError
 
-from ..services.auth import printable
+from ..services.auth import INTERNAL_ERROR, printable
 from .errors import ModelError
 from .manager import may_invoke
 
@@ -55,7 +55,6 @@ class PredictFastPath(httputil.HTTPServerConnectionDelegate):
     def __init__(self, app, endpoint: re.Pattern):
         self.app = app
         self.endpoint = endpoint
-        self.answered = 0  # requests answered here (tests check the path is taken)
 
     def start_request(self, server_conn, request_conn) -> httputil.HTTPMessageDelegate:
         return _Request(self, server_conn, request_conn)
@@ -77,7 +76,8 @@ class _Request(httputil.HTTPMessageDelegate):
         self.match = None
         self.token = ""
         self.chunks: list[bytes] = []
-        self.closed = False
+        self.closed = False  # the caller went away
+        self.responded = False  # an answer was written (or the application has the request)
 
     # --- tornado's HTTPMessageDelegate --------------------------------------------------
 
@@ -118,6 +118,7 @@ class _Request(httputil.HTTPMessageDelegate):
 
     def _replay(self) -> None:
         """Hand the whole request to the application, as if it had gone there first."""
+        self.responded = True  # by the application
         body = b"".join(self.chunks)
         self.chunks = []
         self._pass_on(self.start_line, self.headers)
@@ -126,31 +127,32 @@ class _Request(httputil.HTTPMessageDelegate):
         self.inner.finish()
 
     async def _answer(self) -> None:
+        try:
+            await self._serve()
+        except Exception:  # a bug: logged with its traceback, answered without it
+            log.exception("%s failed", self.start_line.path)
+            if not self.responded:
+                self._write(500, {"status": 500, "message": INTERNAL_ERROR})
+
+    async def _serve(self) -> None:
         started = time.perf_counter()
         settings = self.fast.app.settings
         manager = settings.get("manager")
         hub_auth = settings["hub_auth"]
         name, selector, _ = self.match.groups()
-        info = manager.models.get(name) if manager is not None else None
         try:
-            user = await hub_auth.user_for_token(self.token, session_id="", sync=False) if info else None
+            user = await hub_auth.user_for_token(self.token, session_id="", sync=False)
         except web.HTTPError:  # the hub cannot be asked: the handler answers that (502)
             user = None
-        if user is None or not may_invoke(info, {"kind": "user", **user}, hub_auth.access_scopes):
+        info = manager.models.get(name) if manager is not None and user is not None else None
+        if info is None or not may_invoke(info, {"kind": "user", **user}, hub_auth.access_scopes):
             self._replay()
             return
-        self.fast.answered += 1
         try:
             predictions, version, alias = await manager.invoke(info, selector, b"".join(self.chunks))
         except ModelError as e:
             self._log(e.status_code, user, name, started, e.message)
             self._write(e.status_code, {"status": e.status_code, "message": e.message})
-            return
-        except Exception:  # a bug: logged with its traceback, answered without it
-            log.exception("%s failed", self.start_line.path)
-            self._log(500, user, name, started, "")
-            self._write(500, {"status": 500, "message": "internal error in this service; the details are "
-                                                         "in the hub's log"})
             return
         extra = {"X-HubForge-Model-Version": str(version)}
         if alias:
@@ -158,6 +160,7 @@ class _Request(httputil.HTTPMessageDelegate):
         self._write(200, {"predictions": predictions}, extra)
 
     def _write(self, status: int, body: dict, extra: dict | None = None) -> None:
+        self.responded = True
         if self.closed:
             return
         data = json.dumps(body).encode()

@@ -191,7 +191,7 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             return exc.log_message % exc.args if exc.args else exc.log_message
         if isinstance(exc, web.HTTPError) or status_code < 500:
             return responses.get(status_code, "error")
-        return "internal error in this service; the details are in the hub's log"
+        return INTERNAL_ERROR
 
 
 class APIHandler(ServiceHandler):
@@ -265,6 +265,10 @@ def log_request(handler: web.RequestHandler) -> None:
         status, handler.request.method, handler.request.path, who, context, ms,
         f": {error}" if error else "",
     )
+
+
+#: What a caller is told of an unexpected error (the details go to the hub's log).
+INTERNAL_ERROR = "internal error in this service; the details are in the hub's log"
 
 
 def printable(text: str) -> str:
