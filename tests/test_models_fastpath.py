@@ -124,12 +124,15 @@ async def test_other_requests_are_replayed_to_the_application_intact(server, pat
     assert manager.bodies == [], why
 
 
-async def test_a_model_error_is_answered_with_its_status_and_message(server):
+async def test_a_model_error_is_answered_with_its_status_and_message(server, caplog):
     post, _, _ = server
     status, headers, body = await post("bad/predict")
     assert status == 400 and headers["Content-Type"] == "application/json; charset=UTF-8"
     assert body == {"status": 400, "message": "dataframe_records[0].age: column 'age' expects a whole number "
                                                "(long), got \"x\""}
+    # Logged like the handlers' answers: status, path, caller, model, time, message.
+    assert re.search(r"^400 POST /services/models/bad/predict user=ann model=bad [0-9.]+ms: dataframe_records\[0\]"
+                     r"\.age: ", "\n".join(caplog.messages), re.M), caplog.messages
 
 
 async def test_a_bug_is_a_500_without_its_details(server, caplog):

@@ -35,7 +35,7 @@ import time
 from tornado import httputil, web
 from tornado.iostream import StreamClosedError
 
-from ..services.auth import INTERNAL_ERROR, printable
+from ..services.auth import INTERNAL_ERROR, log_access
 from .errors import ModelError
 from .manager import may_invoke
 
@@ -176,12 +176,9 @@ class _Request(httputil.HTTPMessageDelegate):
             self.closed = True
 
     def _log(self, status: int, user: dict, model: str, started: float, message: str) -> None:
-        """The access log line `services.auth.log_request` writes for a failed request."""
-        level = logging.WARNING if status < 500 else logging.ERROR
-        settings_log = self.fast.app.settings.get("log", log)
-        settings_log.log(level, "%d POST %s %s=%s model=%s %.1fms%s", status, self.start_line.path,
-                         user.get("kind", "user"), user.get("name"), printable(model),
-                         1000 * (time.perf_counter() - started), f": {printable(message)}" if message else "")
+        """The access log line of a failed request, as the handlers write it."""
+        log_access(self.fast.app.settings.get("log", log), status, "POST", self.start_line.path, user,
+                   {"model": model}, 1000 * (time.perf_counter() - started), message)
 
 
 _date_cache = [0, ""]

@@ -252,19 +252,20 @@ class OAuthCallbackHandler(HubOAuthCallbackHandler):
 
 def log_request(handler: web.RequestHandler) -> None:
     """The access log: one line per request, without the query string or any secret."""
-    status = handler.get_status()
-    log = handler.settings["log"]
+    log_access(handler.settings["log"], handler.get_status(), handler.request.method, handler.request.path,
+               getattr(handler, "_hub_user", None), getattr(handler, "log_context", {}),
+               1000.0 * handler.request.request_time(), getattr(handler, "error_message", ""))
+
+
+def log_access(log: logging.Logger, status: int, method: str, path: str, user: dict | None, context: dict,
+               ms: float, error: str = "") -> None:
+    """One access-log line (`log_request`'s, also written by requests answered below the
+    handlers): status, method, path, caller, context, time and the error's message."""
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    user = getattr(handler, "_hub_user", None)
-    who = f"{user['kind']}={user['name']}" if user else "user=-"
-    context = "".join(f" {k}={printable(v)}" for k, v in getattr(handler, "log_context", {}).items())
-    error = printable(getattr(handler, "error_message", ""))
-    ms = 1000.0 * handler.request.request_time()
-    log.log(
-        level, "%d %s %s %s%s %.1fms%s",
-        status, handler.request.method, handler.request.path, who, context, ms,
-        f": {error}" if error else "",
-    )
+    who = f"{user.get('kind', 'user')}={user['name']}" if user else "user=-"
+    fields = "".join(f" {k}={printable(v)}" for k, v in context.items())
+    error = printable(error)
+    log.log(level, "%d %s %s %s%s %.1fms%s", status, method, path, who, fields, ms, f": {error}" if error else "")
 
 
 #: What a caller is told of an unexpected error (the details go to the hub's log).
