@@ -408,8 +408,7 @@ class ModelsService(StatefulServiceApp):
     def http_delegate(self, app: web.Application):
         from .fastpath import PredictFastPath
 
-        self.fast_path = PredictFastPath(app, re.compile(prefixed(self.service_prefix, ENDPOINT)))
-        return self.fast_path
+        return PredictFastPath(app, re.compile(prefixed(self.service_prefix, ENDPOINT)))
 
     def setup(self) -> None:
         """Read the configuration, open the registry, make the backend and the manager."""
