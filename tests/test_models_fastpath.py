@@ -1,18 +1,18 @@
-"""`hubforge.models.fastpath.PredictFastPath` on its own: which requests it answers, which
-it replays to the application (headers and body intact), and its answers to errors,
-a bug included.
+"""`hubforge.models.fastpath.PredictFastPath` behind the lean HTTP server, as the models
+service listens: which requests it answers, which go to the application (headers and
+body intact), and its answers to errors, a bug included.
 
-A real tornado HTTP server and client over loopback; the hub's token check and the
-service's manager are small stand-ins with the same interface (the real ones, through a
-real hub, are in tests/test_models_service.py, which also checks that both paths answer
-alike).
+A real `LeanHTTPServer` with tornado's server behind it, and a real HTTP client, over
+loopback; the hub's token check and the service's manager are small stand-ins with the
+same interface (the real ones, through a real hub, are in tests/test_models_service.py,
+which also checks that both paths answer alike). The lean server itself, on its own, is
+tested in tests/test_leanhttp.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import socket
 
 import pytest
 from tornado import web
@@ -25,6 +25,8 @@ from hubforge.models.manager import ModelInfo
 from hubforge.models.serving import Route, Stats
 from hubforge.models.service import ENDPOINT
 from hubforge.services.auth import INTERNAL_ERROR, prefixed
+from hubforge.services.leanhttp import LeanHTTPServer
+from tornado.netutil import bind_sockets
 
 PREFIX = "/services/models/"
 USERS = {  # token -> the hub's model of its owner
@@ -73,12 +75,11 @@ class Handler(web.RequestHandler):
 async def server():
     hub_auth, manager = HubAuthStandIn(), ManagerStandIn()
     app = web.Application([(prefixed(PREFIX, ENDPOINT), Handler)], hub_auth=hub_auth, manager=manager)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    http = HTTPServer(PredictFastPath(app, re.compile(prefixed(PREFIX, ENDPOINT))), xheaders=True)
-    http.listen(port, "127.0.0.1")
+    fast = PredictFastPath(app, re.compile(prefixed(PREFIX, ENDPOINT)))
+    http = LeanHTTPServer(HTTPServer(app, xheaders=True), fast.hot, fast.answer)
+    sockets = bind_sockets(0, "127.0.0.1")
+    port = sockets[0].getsockname()[1]
+    await http.start(sockets)
     client = AsyncHTTPClient(force_instance=True)
 
     async def post(path, body=b'{"dataframe_records": [{"x": 1}]}', token="owner-token", **headers):

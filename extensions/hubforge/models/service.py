@@ -30,6 +30,7 @@ from pathlib import Path
 
 from jupyterhub.services.auth import check_scopes
 from tornado import web
+from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from traitlets import Unicode, default
 
@@ -320,8 +321,8 @@ class EndpointHandler(ModelsHandlerMixin, APIHandler):
 
     async def post(self, name, selector, action):
         # Token-authenticated calls that pass these checks are answered by
-        # `fastpath.PredictFastPath` before they reach a handler; this answers the rest
-        # (cookies, errors) alike.
+        # `fastpath.PredictFastPath` before they reach tornado; this answers the rest
+        # (cookies, query strings, refusals) alike.
         if action != "predict":
             raise web.HTTPError(405, f"use GET for {action}")
         info = self.find(name)
@@ -405,10 +406,16 @@ class ModelsService(StatefulServiceApp):
     def web_settings(self) -> dict:
         return {"log_function": quiet_log_request}
 
-    def http_delegate(self, app: web.Application):
+    def listen(self, app: web.Application, host: str, port: int):
+        from ..services.leanhttp import LeanHTTPServer
         from .fastpath import PredictFastPath
 
-        return PredictFastPath(app, re.compile(prefixed(self.service_prefix, ENDPOINT)))
+        fast = PredictFastPath(app, re.compile(prefixed(self.service_prefix, ENDPOINT)))
+        # Bodies over the lean server's limit go to the handler, which applies
+        # models.max_request_mb all the same.
+        server = LeanHTTPServer(HTTPServer(app, xheaders=True), fast.hot, fast.answer)
+        server.listen(port, host)
+        return server
 
     def setup(self) -> None:
         """Read the configuration, open the registry, make the backend and the manager."""

@@ -400,10 +400,13 @@ class HubServiceApp(Application):
             **self.web_settings(),
         )
 
-    def http_delegate(self, app: web.Application):
-        """What the HTTP server hands requests to: the application (the default), or a
-        delegate in front of it (the models service's fast predict path)."""
-        return app
+    def listen(self, app: web.Application, host: str, port: int):
+        """Serve `app` on ``host:port``; returns the server (its ``stop()`` is called at
+        exit). Tornado's `HTTPServer` here; the models service puts a lean server for
+        its predictions in front (`hubforge.services.leanhttp`)."""
+        server = HTTPServer(app, xheaders=True)
+        server.listen(port, host)
+        return server
 
     def start(self) -> None:
         from ..forkserver import die_with_parent
@@ -411,8 +414,7 @@ class HubServiceApp(Application):
         die_with_parent()  # stop with the hub, even a killed one
         app = self.make_app()
         host, port = self.listen_address()
-        server = HTTPServer(self.http_delegate(app), xheaders=True)
-        server.listen(port, host)
+        server = self.listen(app, host, port)
         self.log.info("%s listening on %s%s", self.name, self.service_url.rstrip("/"), self.service_prefix)
         IOLoop.current().add_callback(self.after_listen)
         try:
