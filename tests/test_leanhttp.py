@@ -72,8 +72,10 @@ async def answer(request):
         return None
     if what == "raise":
         raise RuntimeError("a bug")
-    if what == "slow":
+    if what.startswith("slow"):
         await asyncio.sleep(0.2)
+        if what == "slow-none":
+            return None
     return Response(200, b"lean:" + request.body, {"Content-Type": "text/plain", "X-Path": request.target})
 
 
@@ -261,6 +263,18 @@ async def test_pipelined_requests_are_answered_in_order(lean):
     # All answered: the next request is read here again.
     c.send(req("POST", "/hot/5", b"five"))
     assert [r["body"] for r in await c.responses(1)] == [b"lean:five"]
+    c.close()
+
+
+async def test_a_large_request_behind_one_handed_to_tornado_late_still_gets_through(lean):
+    # While a request is answered here, reading pauses once more than a request's worth
+    # waits behind it; handing the connection over must resume it.
+    c = await Client.open(lean.port)
+    body = b"y" * (16 * 2**20)
+    c.send(req("POST", "/hot/1", b"one", X_Answer="slow-none"), req("PUT", "/echo/2", body))
+    rs = await c.responses(2, timeout=30)
+    assert [via(r) for r in rs] == ["tornado", "tornado"]
+    assert json.loads(rs[0]["body"])["body"] == "one" and len(json.loads(rs[1]["body"])["body"]) == len(body)
     c.close()
 
 

@@ -240,6 +240,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
             return
         self.busy = False
+        self._resume("ahead")
         if data is None:
             self._hand_off(raw)
             return
@@ -248,7 +249,6 @@ class _Connection(asyncio.Protocol):
             if not request.keep_alive:
                 self.transport.close()  # once the answer is out
                 return
-        self._resume("ahead")
         self._next()
 
     # --- requests for tornado -----------------------------------------------------------
