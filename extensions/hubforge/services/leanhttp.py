@@ -3,11 +3,12 @@
 A service whose throughput matters for one request (the models service's ``predict``)
 listens with `LeanHTTPServer` instead of tornado's `HTTPServer`. Each connection's
 requests are read with httptools (llhttp, the parser uvicorn uses); a request the
-service's `hot` predicate accepts, in the simple form handled here (HTTP/1.1, keep-alive,
-a ``Content-Length`` body within `max_body`, no ``Transfer-Encoding``, ``Expect`` or
+service's `hot` predicate accepts, in the simple form handled here (HTTP/1.1, a
+``Content-Length`` body within `max_body`, no ``Transfer-Encoding``, ``Expect`` or
 ``Upgrade``), is answered by its `answer` coroutine and written back as one
-``Content-Length`` response (then the connection is closed if the caller asked so). Every other request goes to the service's tornado
-`HTTPServer`, unchanged: the connection is handed to it over a socket pair
+``Content-Length`` response (after which the connection is closed if the caller sent
+``Connection: close``). Every other request goes to the service's tornado `HTTPServer`,
+unchanged: the connection is handed to it over a socket pair
 (`HTTPServer.handle_stream`, as tornado does for the connections it accepts) and bytes
 are copied both ways. Tornado's answers are counted, and once every request it was given
 is answered the connection comes back here, so a Models page request between two
