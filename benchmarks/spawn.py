@@ -1,7 +1,8 @@
 """Spawn latency: HubForge's local and container spawners against stock JupyterHub, in one run.
 
-Three hubs run side by side on this machine, each with its own configurable-http-proxy on
-random loopback ports (``--modes`` picks which; default all three):
+Three hubs run side by side on this machine, each with its own proxy (HubForge's default,
+traefik; stock JupyterHub's, configurable-http-proxy) on random loopback ports
+(``--modes`` picks which; default all three):
 
 * **hubforge** (``local``): HubForge's real hub config (``hub_config/jupyterhub_config.py``)
   with its ``LocalSpawner``, as it runs by default as root: ``system-users`` isolation
@@ -136,18 +137,11 @@ class PlainHub(HubProcess):
         env.pop("HUBFORGE_SETTINGS", None)
         return env
 
-    def start(self, timeout: float = 60) -> "PlainHub":
-        from hubforge.hub.proxy import ensure_proxy
+    #: stock JupyterHub's default proxy
+    proxy = "configurable-http-proxy"
 
-        ensure_proxy(quiet=True)
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "jupyterhub"), "-f", str(self.config_file)],
-            cwd=self.workdir, env=self.env(), stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(self._up, timeout, what=f"plain hub at {self.url} (log: {self.log_path})")
-        return self
+    def command(self) -> list[str]:
+        return [str(VENV_BIN / "jupyterhub"), "-f", str(self.config_file)]
 
 
 class Target:

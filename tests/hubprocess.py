@@ -1,4 +1,4 @@
-"""Run a real HubForge hub (JupyterHub + configurable-http-proxy) for tests and benchmarks.
+"""Run a real HubForge hub (JupyterHub and its proxy) for tests and benchmarks.
 
 `HubProcess` writes a settings file, starts ``jupyterhub`` with HubForge's own
 ``hub_config/jupyterhub_config.py`` in a subprocess, waits until the hub answers through
@@ -93,13 +93,22 @@ class HubProcess:
         env.update(self.extra_env)
         return env
 
+    @property
+    def proxy(self) -> str:
+        """Which proxy this hub runs (settings `proxy`)."""
+        return self.settings.get("proxy", "traefik")
+
+    def command(self) -> list[str]:
+        return [str(VENV_BIN / "jupyterhub"), "-f", str(HUB_CONFIG)]
+
     def start(self, timeout: float = 60) -> "HubProcess":
         from hubforge.hub.proxy import ensure_proxy
 
-        ensure_proxy(quiet=True)
+        ensure_proxy(self.proxy, quiet=True)
         self._log = open(self.log_path, "ab")
+        self._log_offset = self._log.tell()
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "jupyterhub"), "-f", str(HUB_CONFIG)],
+            self.command(),
             cwd=self.workdir, env=self.env(), stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -109,7 +118,13 @@ class HubProcess:
     def _up(self) -> bool:
         if self.proc.poll() is not None:
             raise ProcessExited(f"hub exited with {self.proc.returncode}; log:\n{self.log()}")
-        return requests.get(self.api + "/", timeout=2).status_code == 200
+        if requests.get(self.api + "/", timeout=2).status_code != 200:
+            return False
+        # The API answers before the hub has added its services' routes and installed its
+        # SIGTERM handler; a hub stopped before then would leave its proxy behind.
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            return b"JupyterHub is now running" in f.read()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

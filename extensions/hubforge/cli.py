@@ -50,7 +50,7 @@ def cmd_up(args) -> int:
         os.environ["HUBFORGE_ADMIN_USERS"] = ",".join(admins)
         settings.admin_users = admins
     load_profiles([str(settings.resolve_path(p)) for p in settings.profiles])
-    ensure_proxy()
+    ensure_proxy(settings.proxy)
     print(
         f"HubForge starting at {public_url(settings)} (mode {settings.mode}); "
         f"first admin(s): {', '.join(settings.admin_users) or 'none'} — sign up at "

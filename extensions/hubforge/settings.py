@@ -80,6 +80,20 @@ class Settings(LoggingConfigurable):
         ``http://127.0.0.1:8081/``; change it to run two hubs on one machine.""",
     ).tag(config=True)
 
+    proxy = Enum(
+        ["traefik", "configurable-http-proxy"],
+        default_value="traefik",
+        help="""The proxy in front of the hub, its services and every user server.
+
+        `traefik` (default), started by the hub through jupyterhub-traefik-proxy as in
+        The Littlest JupyterHub: multi-threaded, and faster on the models benchmark;
+        `configurable-http-proxy`, JupyterHub's own default and the proxy of the z2jh
+        chart (installed with npm into the environment the first time it is used).
+        Kubernetes deployments get the chart's proxy whatever this says.
+        Example: ``proxy: configurable-http-proxy``.
+        """,
+    ).tag(config=True)
+
     proxy_api_port = Integer(
         0,
         help="""Port of the proxy's REST API on 127.0.0.1. 0 (default): the public port + 1.""",

@@ -19,7 +19,7 @@ from ..models.hubconfig import configure_models_service
 from ..exceptions import SettingsError
 from ..profiles import load_profiles
 from ..settings import Settings
-from .proxy import proxy_command
+from .proxy import configure_proxy
 
 #: Scopes the idle culler needs, and no more (as in jupyterhub-idle-culler's README).
 IDLE_CULLER_SCOPES = [
@@ -55,10 +55,8 @@ def configure(c, settings: Settings) -> None:
     c.JupyterHub.db_url = settings.db_url or f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(data_dir / "jupyterhub.pid")
-    c.ConfigurableHTTPProxy.command = proxy_command()
-    c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
-    if settings.proxy_api_port:
-        c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings.proxy_api_port}"
+    api_port = settings.proxy_api_port or (urlparse(settings.bind_url).port or 80) + 1
+    configure_proxy(c, settings.proxy, data_dir, api_port)
 
     configure_auth(c, settings)
     configure_services(c, settings)

