@@ -13,6 +13,7 @@ import signal
 import socket
 from pathlib import Path
 
+import bcrypt
 import pytest
 import requests
 from traitlets.config import Config
@@ -74,6 +75,9 @@ def test_traefik_proxy_class_passes_what_the_servers_accept():
     # a fresh API password each time, never the upstream "not set" path
     assert len(proxy.traefik_api_password) >= 32
     assert proxy.traefik_api_password != HubForgeTraefikProxy(public_url="http://127.0.0.1:1/").traefik_api_password
+    # traefik checks the hash on every API call (two per route added): bcrypt's lowest cost
+    hashed = proxy.traefik_api_hashed_password.encode()
+    assert hashed.startswith(b"$2b$04$") and bcrypt.checkpw(proxy.traefik_api_password.encode(), hashed)
 
 
 def _traefik_pids(config_file: Path) -> list[int]:
