@@ -80,18 +80,25 @@ def test_traefik_proxy_class_passes_what_the_servers_accept():
     assert hashed.startswith(b"$2b$04$") and bcrypt.checkpw(proxy.traefik_api_password.encode(), hashed)
 
 
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _traefik_pids(config_file: Path) -> list[int]:
     pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if str(config_file).encode() in argv and state != "Z":
-            pids.append(int(pid))
+        if str(config_file).encode() in argv and _alive(pid):
+            pids.append(pid)
     return pids
 
 
@@ -166,11 +173,3 @@ def test_configurable_http_proxy_serves_the_hub_and_its_services(tmp_path):
         hub.stop()
     assert chp is not None
     wait_for(lambda: not _alive(chp), 10, what=f"configurable-http-proxy {chp} to end with the hub")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
