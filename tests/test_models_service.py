@@ -22,6 +22,7 @@ import tarfile
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -166,6 +167,25 @@ def test_the_fast_path_answers_token_calls_as_the_handlers_do(api, users, churn,
         for header in ("X-HubForge-Model-Version", "X-HubForge-Model-Alias", "WWW-Authenticate"):
             assert fast.headers.get(header) == slow.headers.get(header), (where, header)
     assert predict(api, owner, "svc-churn", {"dataframe_records": [GOOD]}).headers["X-HubForge-Model-Version"] == "1"
+
+
+def test_concurrent_calls_with_a_new_token_ask_the_hub_once(hub, admin_token, churn):
+    """Twenty callers sharing a token the service has not seen: one ``GET /hub/api/user``
+    in the hub's log, not twenty (`hubforge.services.auth.ServiceOAuth`)."""
+    token = hub.make_user(admin_token, OWNER)  # a new token of the model's owner
+    start = len(hub.log())
+    barrier = threading.Barrier(20)
+
+    def call(_):
+        barrier.wait()
+        return hub.service_request("POST", "models", "svc-churn/predict", token,
+                                   json={"dataframe_records": [GOOD]}).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        assert list(pool.map(call, range(20))) == [200] * 20
+    asked = [line for line in hub.log()[start:].splitlines()
+             if "GET " in line and "/hub/api/user " in line and f"({OWNER}@" in line]
+    assert len(asked) == 1, asked
 
 
 @pytest.fixture(scope="module")

@@ -95,6 +95,37 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class ServiceOAuth(HubOAuth):
+    """JupyterHub's `HubOAuth`, asking the hub once for concurrent lookups of one identity.
+
+    `HubOAuth` caches the hub's answer to "who holds this token (or cookie)" for
+    ``cache_max_age`` seconds, but requests that miss the cache together each ask: when
+    the entry of a token that a hundred concurrent callers share expires, the hub gets a
+    hundred identical ``GET /hub/api/user`` calls at once (a model's callers, every
+    ``identity_cache_seconds``). Here the first miss asks, and the requests that miss
+    while it is under way wait for its answer (or its error). One caller giving up does
+    not cancel the lookup the others wait on.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._lookups: dict = {}  # cache key -> the lookup under way
+
+    async def _check_hub_authorization(self, url, api_token, cache_key=None, use_cache=True):
+        if not use_cache or cache_key is None:
+            return await super()._check_hub_authorization(url, api_token, cache_key, use_cache)
+        try:
+            return self.cache[cache_key]  # the usual case, on every request: no task to make
+        except KeyError:
+            pass
+        lookup = self._lookups.get(cache_key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(super()._check_hub_authorization(url, api_token, cache_key, use_cache))
+            self._lookups[cache_key] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(cache_key, None))
+        return await asyncio.shield(lookup)
+
+
 def requires_scopes(*scopes: str):
     """Decorate a handler method: the caller must hold every one of `scopes`.
 
@@ -309,7 +340,7 @@ def make_app(
         prefix += "/"
     routes = [(prefixed(prefix, pattern), *rest) for pattern, *rest in handlers]
     routes.append((prefixed(prefix, "oauth_callback"), OAuthCallbackHandler))
-    hub_auth = hub_auth or HubOAuth(cache_max_age=10)
+    hub_auth = hub_auth or ServiceOAuth(cache_max_age=10)
     settings.setdefault("cookie_secret", os.urandom(32))
     settings.setdefault("log_function", log_request)
     return web.Application(
@@ -394,7 +425,7 @@ class HubServiceApp(Application):
         the default does nothing."""
 
     def make_app(self) -> web.Application:
-        hub_auth = HubOAuth(parent=self, cache_max_age=self.identity_cache_seconds)
+        hub_auth = ServiceOAuth(parent=self, cache_max_age=self.identity_cache_seconds)
         return make_app(
             self.handlers(), prefix=self.service_prefix, hub_auth=hub_auth, log=self.log,
             **self.web_settings(),
