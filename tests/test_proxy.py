@@ -16,6 +16,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
+import traitlets
 from traitlets.config import Config
 
 from hubprocess import ROOT, Browserless, HubProcess, wait_for
@@ -80,6 +81,23 @@ def test_traefik_proxy_class_passes_what_the_servers_accept():
     assert hashed.startswith(b"$2b$04$") and bcrypt.checkpw(proxy.traefik_api_password.encode(), hashed)
 
 
+def test_traefik_runs_on_half_the_cores_unless_told_otherwise(monkeypatch):
+    from hubforge.hub.traefik import HubForgeTraefikProxy
+
+    half = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+    monkeypatch.setenv("HUBFORGE_PROBE", "kept")
+    env = HubForgeTraefikProxy().traefik_environment()
+    assert env["GOMAXPROCS"] == half and env["HUBFORGE_PROBE"] == "kept"
+    monkeypatch.setenv("GOMAXPROCS", "3")  # the hub's environment says so: kept
+    assert HubForgeTraefikProxy().traefik_environment()["GOMAXPROCS"] == "3"
+    assert HubForgeTraefikProxy(go_max_procs=5).traefik_environment()["GOMAXPROCS"] == "5"
+    told = HubForgeTraefikProxy(go_max_procs=5, traefik_env={"GOMAXPROCS": "7"})
+    assert told.traefik_environment()["GOMAXPROCS"] == "7"
+    with pytest.raises(traitlets.TraitError, match="go_max_procs"):
+        HubForgeTraefikProxy(go_max_procs=-1)
+
+
 def _alive(pid: int) -> bool:
     """The process exists and is not a zombie."""
     try:
@@ -121,6 +139,10 @@ def test_traefik_passes_encoded_names_to_a_user_server_and_dies_with_a_killed_hu
         static = Path(hub.settings["data_dir"]) / "traefik.toml"
         [traefik] = _traefik_pids(static)
         assert 'readTimeout = "0s"' in static.read_text()
+        with open(f"/proc/{traefik}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+        expected = os.environ.get("GOMAXPROCS", str(max(1, len(os.sched_getaffinity(0)) // 2)))
+        assert f"GOMAXPROCS={expected}".encode() in environ
         Browserless(hub).signup("admin", ADMIN_PASSWORD).raise_for_status()
         token = hub.token("admin")
         r = hub.request("POST", "/users/admin/servers/", token, json={"profile": "cpu-small"})

@@ -13,7 +13,9 @@ configurable-http-proxy:
   configurable-http-proxy does: any percent-encoded character in a path (a notebook named
   ``50%.ipynb`` or ``a#b.ipynb``), and request bodies however long they take to upload;
 * adding a route (every spawn waits for one) takes ~0.1 s, not ~1 s: the API password's
-  hash is cheap to check and the new route is polled from 20 ms.
+  hash is cheap to check and the new route is polled from 20 ms;
+* traefik's Go runtime runs on at most half the machine's cores (``GOMAXPROCS``; one on
+  a 2-core machine), see `go_max_procs`.
 
 The API password is new at every start (256 random bits): only this hub process talks to
 this traefik, on 127.0.0.1, and the files that hold its hash live in the hub's 0700 data
@@ -34,7 +36,7 @@ from os.path import abspath
 import bcrypt
 from jupyterhub.utils import exponential_backoff
 from jupyterhub_traefik_proxy.fileprovider import TraefikFileProviderProxy
-from traitlets import Unicode, default
+from traitlets import Integer, Unicode, default
 
 from .proxy import TRAEFIK_MISSING, traefik_binary
 
@@ -63,6 +65,31 @@ class HubForgeTraefikProxy(TraefikFileProviderProxy):
         ``c.HubForgeTraefikProxy.traefik_command = "/usr/local/bin/traefik"``.
         """,
     ).tag(config=True)
+
+    go_max_procs = Integer(
+        0,
+        min=0,
+        help="""How many threads traefik's Go runtime runs at once (its ``GOMAXPROCS``).
+
+        Default 0: half the cores this hub may use, at least one. Go's own default is every
+        core; on a small machine, where the proxy shares the cores with the servers, the
+        models and their callers, each request relayed then hops between threads, and
+        with two cores traefik spent ~30 % more CPU per request and served ~9 % fewer
+        (benchmarks/README.md, "traefik's GOMAXPROCS"). A ``GOMAXPROCS`` in the hub's
+        environment is kept unless this is set, and ``traefik_env`` wins over both.
+        Example: ``c.HubForgeTraefikProxy.go_max_procs = 4``.
+        """,
+    ).tag(config=True)
+
+    def traefik_environment(self) -> dict[str, str]:
+        """The environment traefik is started with: the hub's, `go_max_procs`, `traefik_env`."""
+        env = os.environ.copy()
+        if self.go_max_procs > 0:
+            env["GOMAXPROCS"] = str(self.go_max_procs)
+        else:
+            env.setdefault("GOMAXPROCS", str(max(1, len(os.sched_getaffinity(0)) // 2)))
+        env.update(self.traefik_env)
+        return env
 
     @default("traefik_command")
     def _default_traefik_command(self):
@@ -122,8 +149,7 @@ class HubForgeTraefikProxy(TraefikFileProviderProxy):
         await super().start()
 
     def _start_traefik(self):
-        env = os.environ.copy()
-        env.update(self.traefik_env)
+        env = self.traefik_environment()
         argv = [self.traefik_command, "--configfile", abspath(self.static_config_file)]
         try:
             # The hub starts its proxy from its main thread (the event loop's), which
