@@ -226,6 +226,7 @@ def test_the_service_selects_the_versions_pods():
     kubernetes_validate.validate(service, K8S_VERSION, strict=True)
     assert service["spec"] == {
         "type": "ClusterIP",
+        "clusterIP": "None",  # headless: its name resolves to every ready pod
         "selector": SELECTOR,
         "ports": [{"name": "model", "port": 8080, "targetPort": "model", "protocol": "TCP"}],
     }
@@ -234,6 +235,16 @@ def test_the_service_selects_the_versions_pods():
     # The Service's selector matches the pod template's labels of the same revision.
     pod_labels = _deployment(revision="beef")["spec"]["template"]["metadata"]["labels"]
     assert revised["spec"]["selector"].items() <= pod_labels.items()
+
+
+async def test_a_versions_workers_are_what_its_service_name_resolves_to():
+    """The backend lists a version's workers by resolving its headless Service's name (in
+    a cluster: one address per ready pod); here a name /etc/hosts resolves."""
+    from hubforge.models.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend(namespace="hubforge", image="unused", api_client=object())
+    found = await backend.endpoints("localhost", 8080)
+    assert ("127.0.0.1", 8080) in found and all(port == 8080 for _, port in found)
 
 
 def test_the_autoscaler_scales_the_deployment_within_bounds():

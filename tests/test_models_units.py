@@ -615,32 +615,40 @@ def test_container_command(tmp_path):
 # --- a VersionServer and a real worker ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def worker(tmp_path_factory):
-    """A real worker process of the doubling model; ``(port, key)``."""
-    path = save_model(doubler(), tmp_path_factory.mktemp("doubler") / "model", pd.DataFrame({"x": [1.0, 2.0, 3.0]}))
-    key = secrets.token_urlsafe(24)
-    with open(path.parent / "worker.log", "wb") as log:
+def start_worker(path: Path, key: str, log_path: Path) -> tuple[subprocess.Popen, int]:
+    """A real worker process of the model at `path`, and the port it listens on."""
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hubforge.models.worker", "--model-dir", str(path), "--listen", "127.0.0.1:0",
              "--key-file", "-"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **THREAD_ENV},
         )
+    proc.stdin.write(key.encode() + b"\n")
+    proc.stdin.close()
+    for line in proc.stdout:  # ends when the worker exits
+        match = re.search(rb"hubforge-model-worker listening on (\d+)", line)
+        if match:
+            return proc, int(match.group(1))
+    stop_worker(proc)
+    raise AssertionError(log_path.read_text()[-3000:])
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(30)
+    proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    """A real worker process of the doubling model; ``(port, key)``."""
+    path = save_model(doubler(), tmp_path_factory.mktemp("doubler") / "model", pd.DataFrame({"x": [1.0, 2.0, 3.0]}))
+    key = secrets.token_urlsafe(24)
+    proc, port = start_worker(path, key, path.parent / "worker.log")
     try:
-        proc.stdin.write(key.encode() + b"\n")
-        proc.stdin.close()
-        port = None
-        for line in proc.stdout:  # ends when the worker exits
-            match = re.search(rb"hubforge-model-worker listening on (\d+)", line)
-            if match:
-                port = int(match.group(1))
-                break
-        assert port, (path.parent / "worker.log").read_text()[-3000:]
         yield port, key
     finally:
-        proc.terminate()
-        proc.wait(30)
-        proc.stdout.close()
+        stop_worker(proc)
 
 
 class RecordingVersionServer(VersionServer):
@@ -650,9 +658,9 @@ class RecordingVersionServer(VersionServer):
         super().__init__(*args, **kwargs)
         self.calls: list[int] = []
 
-    async def _call(self, payload):
+    async def _call(self, payload, link):
         self.calls.append(len(payload["columns"]["x"]))
-        return await super()._call(payload)
+        return await super()._call(payload, link)
 
 
 DOUBLER_SCHEMA = InputSchema([{"type": "double", "name": "x", "required": True}])
@@ -728,6 +736,169 @@ async def test_a_wrong_key_gets_no_answer(worker):
         server.submit(*request(1.0))
     assert e.value.status_code == 503
     server.close()
+
+
+# --- a VersionServer and several workers (a version's pods on Kubernetes) -----------------
+
+
+def slow_pid_model():
+    """A PythonModel answering ``"<pid> <start> <end>"`` for each row: its process id and
+    when its predict call began and ended (it sleeps 0.2 s, so that the batches of two
+    workers can be seen to overlap)."""
+
+    class Pid(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input: pd.DataFrame, params=None):
+            import os
+            import time
+
+            start = time.time()
+            time.sleep(0.2)
+            return [f"{os.getpid()} {start} {time.time()}"] * len(model_input)
+
+    return Pid()
+
+
+def pids(answers: list) -> set[int]:
+    return {int(row.split()[0]) for answer in answers for row in answer}
+
+
+@pytest.fixture
+def pid_workers(tmp_path):
+    """Two real worker processes of `slow_pid_model`; ``(key, {address: process})``."""
+    path = save_model(slow_pid_model(), tmp_path / "model", pd.DataFrame({"x": [1.0, 2.0]}))
+    key = secrets.token_urlsafe(24)
+    started = {}
+    try:
+        for n in range(2):
+            proc, port = start_worker(path, key, tmp_path / f"worker{n}.log")
+            started[("127.0.0.1", port)] = proc
+        yield key, started
+    finally:
+        for proc in started.values():
+            if proc.poll() is None:
+                stop_worker(proc)
+
+
+async def calls(server, n: int) -> list:
+    """`n` one-row requests at once: their answers (or errors)."""
+    futures = [server.submit(*request(float(i))) for i in range(n)]
+    return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 60)
+
+
+async def test_batches_go_to_every_worker_of_the_version(pid_workers):
+    key, procs = pid_workers
+    (a, proc_a), (b, proc_b) = procs.items()
+    server = RecordingVersionServer("pids", 1, DOUBLER_SCHEMA, max_batch=4, timeout=60)
+    await server.connect(*a, key)
+    try:
+        await server.set_endpoints([a, b])
+        assert server.endpoints == [a, b]
+        answers = await calls(server, 16)
+        assert pids(answers) == {proc_a.pid, proc_b.pid}
+        assert sum(server.calls) == 16 and max(server.calls) <= 4
+        # The two predicted at the same time: a batch of one began before a batch of the
+        # other ended.
+        spans = {(int(pid), float(start), float(end))
+                 for answer in answers for pid, start, end in (row.split() for row in answer)}
+        assert any(pid != other and start < other_end and other_start < end
+                   for pid, start, end in spans for other, other_start, other_end in spans), spans
+    finally:
+        server.close()
+
+
+async def test_a_worker_that_leaves_the_endpoints_finishes_its_batch_first(pid_workers):
+    key, procs = pid_workers
+    (a, proc_a), (b, proc_b) = procs.items()
+    server = RecordingVersionServer("pids", 1, DOUBLER_SCHEMA, max_batch=4, timeout=60)
+    await server.connect(*a, key)
+    try:
+        await server.set_endpoints([a, b])
+        load = asyncio.ensure_future(calls(server, 16))
+        await asyncio.sleep(0.1)  # both workers have a batch in flight
+        await server.set_endpoints([b])
+        answers = await load
+        assert all(isinstance(answer, list) for answer in answers), answers  # none failed
+        assert server.endpoints == [b]
+        assert pids(await calls(server, 8)) == {proc_b.pid}
+        # No list, or only workers that cannot be reached: the version keeps what it has.
+        await server.set_endpoints([])
+        await server.set_endpoints([("127.0.0.1", free_port())])
+        assert server.endpoints == [b] and server.state == "ready"
+    finally:
+        server.close()
+
+
+async def test_when_one_worker_dies_the_others_serve_on(pid_workers):
+    key, procs = pid_workers
+    (a, proc_a), (b, proc_b) = procs.items()
+    server = RecordingVersionServer("pids", 1, DOUBLER_SCHEMA, max_batch=4, timeout=60)
+    broken = []
+    server.on_broken = broken.append
+    await server.connect(*a, key)
+    try:
+        await server.set_endpoints([a, b])
+        proc_b.kill()
+        proc_b.wait(10)
+        answers = await calls(server, 16)
+        failed = [answer for answer in answers if isinstance(answer, Exception)]
+        # At most the batch sent to the dead worker failed, with a 502 naming why.
+        assert len(failed) <= 4 and all(isinstance(e, PredictFailed) and e.status_code == 502 for e in failed)
+        assert pids([answer for answer in answers if not isinstance(answer, Exception)]) == {proc_a.pid}
+        assert server.state == "ready" and server.endpoints == [a] and broken == []
+        assert pids(await calls(server, 4)) == {proc_a.pid}
+        # The last one gone: the version is broken (the manager restarts it), and the
+        # requests waiting get a 502 rather than waiting forever.
+        proc_a.kill()
+        proc_a.wait(10)
+        answers = await calls(server, 6)
+        assert all(isinstance(e, PredictFailed) and e.status_code == 502 for e in answers), answers
+        assert server.state == "failed" and broken == [server]
+    finally:
+        server.close()
+
+
+async def test_the_manager_connects_each_version_to_the_workers_its_backend_lists(pid_workers, tmp_path):
+    """`ModelManager.refresh_endpoints` (every 10 s in the service): a backend that can
+    list a version's workers (Kubernetes: its ready pods) gets each of them a connection;
+    one that cannot (local, containers) changes nothing."""
+    from hubforge.models.manager import ModelManager
+
+    key, procs = pid_workers
+    (a, proc_a), (b, proc_b) = procs.items()
+    listed = [a, b]
+
+    class ListingBackend:
+        async def endpoints(self, host, port):
+            assert (host, port) == ("pids.hubforge.svc", 8080)  # what start() returned
+            return list(listed)
+
+    manager = ModelManager(ModelsSettings(), str(tmp_path / "models"), ListingBackend(),
+                           db_url=f"sqlite:///{tmp_path / 'models.sqlite'}", fetch_base="http://127.0.0.1:1/")
+    server = VersionServer("pids", 1, DOUBLER_SCHEMA, max_batch=4, timeout=60)
+    await server.connect(*a, key)
+    server.service_address = ("pids.hubforge.svc", 8080)
+    manager.servers[("pids", 1)] = server
+    try:
+        await manager.refresh_endpoints()
+        assert server.endpoints == [a, b]
+        assert pids(await calls(server, 16)) == {proc_a.pid, proc_b.pid}
+        listed[:] = [b]  # the autoscaler removed a's pod
+        await manager.refresh_endpoints()
+        assert server.endpoints == [b]
+        manager.backend = object()  # a backend with one worker per version: nothing to do
+        await manager.refresh_endpoints()
+        assert server.endpoints == [b]
+    finally:
+        server.close()
+        manager.engine.dispose()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # --- archive names: bugs these tests found (kept last so that `-x` runs the rest) ---------

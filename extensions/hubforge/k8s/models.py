@@ -286,10 +286,13 @@ def make_model_deployment(
 
 def make_model_service(*, model: str, version: int, owner: str, namespace: str, port: int = WORKER_PORT,
                        revision: str | None = None) -> dict[str, Any]:
-    """The ``ClusterIP`` Service of a version's workers, port ``port`` to the pods' ``port``.
+    """The headless Service of a version's workers, port ``port`` to the pods' ``port``.
 
-    With ``revision`` it selects only the pods of that start (see
-    :func:`make_model_deployment`).
+    Headless (``clusterIP: None``): its DNS name resolves to the address of every ready
+    pod, and the models service keeps a connection to each (`VersionServer.set_endpoints`),
+    so the pods the autoscaler adds get batches too. Through a cluster IP, kube-proxy would
+    pick one pod for the service's one long-lived connection. With ``revision`` it selects
+    only the pods of that start (see :func:`make_model_deployment`).
     """
     selector = model_selector(model, version)
     if revision:
@@ -300,6 +303,7 @@ def make_model_service(*, model: str, version: int, owner: str, namespace: str, 
         "metadata": _metadata(model, version, owner, namespace),
         "spec": {
             "type": "ClusterIP",
+            "clusterIP": "None",
             "selector": selector,
             "ports": [{"name": "model", "port": int(port), "targetPort": "model", "protocol": "TCP"}],
         },

@@ -28,6 +28,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 from typing import Any
 
 from ..k8s.models import (
@@ -146,6 +147,18 @@ class KubernetesBackend:
                 raise RuntimeError(f"Kubernetes refused the model's objects: {_api_message(e)}") from None
             raise
         return f"{name}.{self.namespace}.svc", WORKER_PORT, name
+
+    async def endpoints(self, host: str, port: int) -> list[tuple[str, int]]:
+        """Where a version's workers listen now: the addresses of its ready pods, which is
+        what the name of its headless Service resolves to (``host``, as :meth:`start`
+        returned it). Empty if the name does not resolve at the moment (logged)."""
+        loop = asyncio.get_running_loop()
+        try:
+            found = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), API_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as e:
+            self.log.warning("cannot resolve %s: %s", host, e)
+            return []
+        return sorted({(address[4][0], port) for address in found})
 
     async def _apply(self, kinds: dict, manifest: dict) -> None:
         """Create ``manifest``; if it exists (409), replace it with ``manifest``."""

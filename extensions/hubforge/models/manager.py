@@ -182,11 +182,13 @@ class ModelManager:
         try:
             host, port, handle = await self.backend.start(spec)
             server.handle = handle
+            server.service_address = (host, port)
             try:
                 await server.connect(host, port, key)
             except (OSError, asyncio.TimeoutError, ConnectionError) as e:
                 await self.backend.stop(handle)
                 raise WorkerFailed(f"cannot reach the model's process: {e}") from None
+            await self._connect_endpoints(server)
         except RuntimeError as e:  # WorkerFailed, or the Kubernetes backend's errors
             log.warning("model %s version %s failed to load: %s", name, version, e)
             raise ModelError(f"model {name} version {version} could not be loaded: {e}", 422) from None
@@ -199,6 +201,29 @@ class ModelManager:
             old.close()
         log.info("model %s version %s: ready in %.1f s", name, version, time.monotonic() - started)
         return server
+
+    async def refresh_endpoints(self) -> None:
+        """Connect every served version to the workers its backend has for it now.
+
+        On Kubernetes a version's pods come and go (the autoscaler, a pod replaced on
+        another node): each version is connected to every ready pod and let go of the
+        others (the service calls this every ``service.ENDPOINTS_SECONDS``). The local and
+        container backends run one worker per version, and have nothing to refresh."""
+        if getattr(self.backend, "endpoints", None) is None:
+            return
+        for server in list(self.servers.values()):
+            if self.closing:
+                return
+            await self._connect_endpoints(server)
+
+    async def _connect_endpoints(self, server: VersionServer) -> None:
+        endpoints = getattr(self.backend, "endpoints", None)
+        if endpoints is None or server.state != "ready" or server.service_address is None:
+            return
+        try:
+            await server.set_endpoints(await endpoints(*server.service_address))
+        except Exception:  # a bug: logged; the version keeps the workers it has
+            log.exception("model %s version %s: cannot update its workers", server.model, server.version)
 
     def _on_broken(self, server: VersionServer) -> None:
         """A worker died or hung: stop it and load the version again if still wanted."""

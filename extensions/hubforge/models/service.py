@@ -47,6 +47,9 @@ from .settings import INVOKE_SCOPE, READ_SCOPE, WRITE_SCOPE, ModelsSettings
 
 log = logging.getLogger("hubforge.models")
 
+#: How often a version's workers are looked for again, in seconds (Kubernetes: the pods
+#: behind its Service, which the autoscaler adds and removes; `ModelManager.refresh_endpoints`).
+ENDPOINTS_SECONDS = 10
 NAME = r"([a-z0-9][a-z0-9_-]{0,62})"
 #: A served model's endpoints, relative to the service prefix: (name, selector, action).
 ENDPOINT = rf"{NAME}(?:@([A-Za-z0-9_-]{{1,63}}))?/(predict|health|openapi\.json)"
@@ -452,6 +455,7 @@ class ModelsService(StatefulServiceApp):
         self._app.settings["manager"] = self.manager
         self._forget_secrets()
         PeriodicCallback(self.manager.unload_idle, 30_000).start()
+        PeriodicCallback(self.manager.refresh_endpoints, ENDPOINTS_SECONDS * 1000).start()
         # The libraries and state loaded by now last as long as the service: out of the
         # full garbage-collection passes that would walk them between requests.
         gc.collect()

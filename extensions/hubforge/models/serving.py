@@ -2,7 +2,11 @@
 
 Generic over where a version's worker runs (a backend from :mod:`hubforge.models.backends`
 starts it and says where it listens). For each served version the service keeps one
-:class:`VersionServer`: one connection to the worker and a queue of waiting requests.
+:class:`VersionServer`: a queue of waiting requests and a connection to each of the
+version's worker processes: one for a local process or a container; one per ready pod
+on Kubernetes, where the autoscaler adds and removes pods (`VersionServer.set_endpoints`).
+Each connection carries one batch at a time; with several, batches go to whichever
+worker is free.
 
 **Adaptive batching.** A request that finds its version idle is sent at once, alone, so
 latency at low load is the model's own. Requests that arrive while a batch is being
@@ -49,8 +53,19 @@ MAX_LINGER = 0.004
 MIN_LINGER_CALL = 0.002
 
 
+@dataclass(eq=False)
+class _Link:
+    """A connection to one worker process of a version (a pod, on Kubernetes)."""
+
+    address: tuple[str, int]
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    busy: bool = False
+    retired: bool = False  # its address left the version's endpoints: closed once idle
+
+
 class VersionServer:
-    """One served version: its worker connection and the queue in front of it."""
+    """One served version: its worker connections and the queue in front of them."""
 
     def __init__(self, model: str, version: int, schema: InputSchema, *, max_batch: int, timeout: float,
                  max_linger: float = MAX_LINGER):
@@ -63,30 +78,76 @@ class VersionServer:
         self.state = "loading"  # loading, ready, failed, stopped
         self.error = ""
         self.handle = None  # the backend's handle of the worker
+        self.service_address: tuple[str, int] | None = None  # where the backend said it listens
         self.last_used = time.monotonic()
         self._pending: deque = deque()
-        self._busy = False
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._busy = False  # the dispatch loop (`_flush`) runs
+        self._links: list[_Link] = []
+        self._key = ""  # the workers' key, for connections opened later
+        self._in_flight = 0  # batches sent and not answered
+        self._freed = asyncio.Event()  # a link finished a batch
         self._drained = asyncio.Event()
         self._drained.set()
         self._recent: deque = deque(maxlen=8)  # requests per batch, latest batches
         self._last_call = 0.0  # seconds the latest predict call took
         self._enough: asyncio.Future | None = None  # set when `_wanted` requests wait
         self._wanted = 0
-        self.on_broken = None  # called (self) when the worker's connection fails
+        self.on_broken = None  # called (self) when the connection to its last worker fails
         self.on_batch = None  # called (rows) for every predict call sent to the worker
 
     def __repr__(self) -> str:
         return f"<VersionServer {self.model} v{self.version} {self.state}>"
 
     async def connect(self, host: str, port: int, key: str, timeout: float = 30) -> None:
-        self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        self._writer.write(encode({"key": key}))
-        hello = await asyncio.wait_for(read_frame(self._reader), timeout)
-        if not hello.get("ok"):
-            raise ConnectionError("the model's worker refused the service's key")
+        """Connect to the version's worker at ``host:port``; the version is then ready."""
+        self._key = key
+        self._links.append(await self._open((host, port), timeout))
         self.state = "ready"
+
+    async def _open(self, address: tuple[str, int], timeout: float) -> _Link:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
+        try:
+            writer.write(encode({"key": self._key}))
+            hello = await asyncio.wait_for(read_frame(reader), timeout)
+            if not hello.get("ok"):
+                raise ConnectionError("the model's worker refused the service's key")
+        except BaseException:
+            writer.close()
+            raise
+        return _Link(address, reader, writer)
+
+    @property
+    def endpoints(self) -> list[tuple[str, int]]:
+        """Addresses of the workers this version sends batches to."""
+        return [link.address for link in self._links if not link.retired]
+
+    async def set_endpoints(self, addresses: list[tuple[str, int]], timeout: float = 10) -> None:
+        """Send batches to the workers at `addresses` from now on (Kubernetes: the ready
+        pods behind the version's Service). New ones are connected (one that cannot be
+        reached is logged and tried at the next call); connections to workers no longer
+        listed are closed once their batch in flight is answered. An empty list changes
+        nothing: a version keeps the workers it has rather than none."""
+        wanted = set(addresses)
+        if self.state != "ready" or not wanted:
+            return
+        current = {link.address for link in self._links}
+        for address in sorted(wanted - current):
+            try:
+                link = await self._open(address, timeout)
+            except (OSError, asyncio.TimeoutError, ConnectionError, ProtocolError) as e:
+                log.warning("model %s version %s: cannot reach the worker at %s:%s: %s",
+                            self.model, self.version, *address, e)
+                continue
+            if self.state != "ready":
+                link.writer.close()
+                return
+            self._links.append(link)
+            self._freed.set()
+        for link in list(self._links):
+            if link.address not in wanted and len(self.endpoints) > 1:
+                link.retired = True
+                if not link.busy:
+                    self._drop(link)
 
     def submit(self, payload: dict, rows: int) -> asyncio.Future:
         """Queue one request; its future resolves to its predictions (a list of `rows`)."""
@@ -107,7 +168,21 @@ class VersionServer:
     async def _flush(self) -> None:
         try:
             while self._pending:
+                if self.state != "ready":  # broken (being restarted) or unloaded meanwhile
+                    self._fail_pending(PredictFailed(f"model {self.model} version {self.version} is {self.state}"
+                                                     + (f": {self.error}; try again shortly" if self.error else ""),
+                                                     502 if self.state == "failed" else 503))
+                    break
+                if self._idle_link() is None:  # every worker has a batch: wait for one to answer
+                    self._freed.clear()
+                    await self._freed.wait()
+                    continue
                 await self._linger()
+                link = self._idle_link()  # links may have come or gone meanwhile
+                if link is None or not self._pending:
+                    continue
+                link.busy = True
+                self._in_flight += 1
                 batch = [self._pending.popleft()]
                 rows = batch[0][1]
                 while self._pending and rows + self._pending[0][1] <= self.max_batch:
@@ -115,12 +190,37 @@ class VersionServer:
                     batch.append(item)
                     rows += item[1]
                 self._recent.append(len(batch))
-                started = time.perf_counter()
-                await self._predict(batch)
-                self._last_call = time.perf_counter() - started
+                if len(self._links) == 1:
+                    await self._send(link, batch)  # one worker: nothing to overlap
+                else:
+                    asyncio.ensure_future(self._send(link, batch))
         finally:
             self._busy = False
-            self._drained.set()
+            if not self._in_flight:
+                self._drained.set()
+
+    def _idle_link(self) -> _Link | None:
+        return next((link for link in self._links if not link.busy and not link.retired), None)
+
+    async def _send(self, link: _Link, batch: list) -> None:
+        """Predict `batch` on `link` (marked busy and counted in flight by the caller)."""
+        started = time.perf_counter()
+        try:
+            await self._predict(batch, link)
+        finally:
+            self._last_call = time.perf_counter() - started
+            link.busy = False
+            self._in_flight -= 1
+            if link.retired:
+                self._drop(link)
+            self._freed.set()
+            if not self._in_flight and not self._busy:
+                self._drained.set()
+
+    def _drop(self, link: _Link) -> None:
+        link.writer.close()
+        with contextlib.suppress(ValueError):
+            self._links.remove(link)
 
     async def _linger(self) -> None:
         """Under load, give the requests in flight a moment to join the next batch.
@@ -146,22 +246,30 @@ class VersionServer:
         finally:
             self._enough = None
 
-    async def _call(self, payload: dict) -> dict:
-        self._writer.write(encode(payload))
-        return await asyncio.wait_for(read_frame(self._reader), self.timeout)
+    async def _call(self, payload: dict, link: _Link) -> dict:
+        link.writer.write(encode(payload))
+        return await asyncio.wait_for(read_frame(link.reader), self.timeout)
 
-    async def _predict(self, batch: list) -> None:
+    async def _predict(self, batch: list, link: _Link) -> None:
         payload = batch[0][0] if len(batch) == 1 else merge([item[0] for item in batch])
         if self.on_batch is not None:
             self.on_batch(sum(item[1] for item in batch))
         try:
-            reply = await self._call(payload)
+            reply = await self._call(payload, link)
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ProtocolError, OSError) as e:
             timed_out = isinstance(e, asyncio.TimeoutError)
-            self._break(f"predict took longer than {self.timeout:g} s (models.predict_timeout)" if timed_out
-                        else f"the model's process stopped ({type(e).__name__})")
-            error = PredictFailed(f"model {self.model} version {self.version}: {self.error}; "
-                                  "it is being restarted, try again shortly", 504 if timed_out else 502)
+            reason = (f"predict took longer than {self.timeout:g} s (models.predict_timeout)" if timed_out
+                      else f"the model's process stopped ({type(e).__name__})")
+            self._drop(link)
+            if any(not other.retired for other in self._links):
+                # Another worker (pod) serves on; this one's batch is lost with it.
+                log.warning("model %s version %s: worker at %s:%s: %s", self.model, self.version,
+                            *link.address, reason)
+                error = PredictFailed(f"model {self.model} version {self.version}: {reason}", 504 if timed_out else 502)
+            else:
+                self._break(reason)
+                error = PredictFailed(f"model {self.model} version {self.version}: {self.error}; "
+                                      "it is being restarted, try again shortly", 504 if timed_out else 502)
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(error)
@@ -185,7 +293,7 @@ class VersionServer:
             # One request's input made the model raise: predict each alone, so only the
             # request at fault gets the error.
             for item in batch:
-                await self._predict([item])
+                await self._predict([item], link)
             return
         future = batch[0][2]
         if not future.done():
@@ -194,8 +302,9 @@ class VersionServer:
     def _break(self, reason: str) -> None:
         self.state = "failed"
         self.error = reason
-        if self._writer is not None:
-            self._writer.close()
+        for link in list(self._links):
+            self._drop(link)
+        self._freed.set()  # the dispatch loop ends (the version is no longer ready)
         if self.on_broken is not None:
             self.on_broken(self)
 
@@ -205,12 +314,16 @@ class VersionServer:
 
     def close(self) -> None:
         self.state = "stopped"
-        if self._writer is not None:
-            self._writer.close()
+        for link in list(self._links):
+            self._drop(link)
+        self._freed.set()
+        self._fail_pending(PredictFailed(f"model {self.model} version {self.version} was unloaded", 503))
+
+    def _fail_pending(self, error: PredictFailed) -> None:
         while self._pending:
             *_, future = self._pending.popleft()
             if not future.done():
-                future.set_exception(PredictFailed(f"model {self.model} version {self.version} was unloaded", 503))
+                future.set_exception(error)
 
 
 @dataclass
