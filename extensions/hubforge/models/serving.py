@@ -169,9 +169,7 @@ class VersionServer:
         try:
             while self._pending:
                 if self.state != "ready":  # broken (being restarted) or unloaded meanwhile
-                    self._fail_pending(PredictFailed(f"model {self.model} version {self.version} is {self.state}"
-                                                     + (f": {self.error}; try again shortly" if self.error else ""),
-                                                     502 if self.state == "failed" else 503))
+                    self._fail_pending(self._restarting(502) if self.state == "failed" else self._unloaded())
                     break
                 if self._idle_link() is None:  # every worker has a batch: wait for one to answer
                     self._freed.clear()
@@ -268,8 +266,7 @@ class VersionServer:
                 error = PredictFailed(f"model {self.model} version {self.version}: {reason}", 504 if timed_out else 502)
             else:
                 self._break(reason)
-                error = PredictFailed(f"model {self.model} version {self.version}: {self.error}; "
-                                      "it is being restarted, try again shortly", 504 if timed_out else 502)
+                error = self._restarting(504 if timed_out else 502)
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(error)
@@ -317,7 +314,14 @@ class VersionServer:
         for link in list(self._links):
             self._drop(link)
         self._freed.set()
-        self._fail_pending(PredictFailed(f"model {self.model} version {self.version} was unloaded", 503))
+        self._fail_pending(self._unloaded())
+
+    def _restarting(self, status: int) -> PredictFailed:
+        return PredictFailed(f"model {self.model} version {self.version}: {self.error}; "
+                             "it is being restarted, try again shortly", status)
+
+    def _unloaded(self) -> PredictFailed:
+        return PredictFailed(f"model {self.model} version {self.version} was unloaded", 503)
 
     def _fail_pending(self, error: PredictFailed) -> None:
         while self._pending:
