@@ -785,13 +785,20 @@ async def calls(server, n: int) -> list:
     return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 60)
 
 
-async def test_batches_go_to_every_worker_of_the_version(pid_workers):
+async def serving_both(pid_workers) -> tuple[RecordingVersionServer, tuple, tuple]:
+    """A server connected to the first worker, then given both; and ``(address, process)``
+    of each worker."""
     key, procs = pid_workers
     (a, proc_a), (b, proc_b) = procs.items()
     server = RecordingVersionServer("pids", 1, DOUBLER_SCHEMA, max_batch=4, timeout=60)
     await server.connect(*a, key)
+    await server.set_endpoints([a, b])
+    return server, (a, proc_a), (b, proc_b)
+
+
+async def test_batches_go_to_every_worker_of_the_version(pid_workers):
+    server, (a, proc_a), (b, proc_b) = await serving_both(pid_workers)
     try:
-        await server.set_endpoints([a, b])
         assert server.endpoints == [a, b]
         answers = await calls(server, 16)
         assert pids(answers) == {proc_a.pid, proc_b.pid}
@@ -807,12 +814,8 @@ async def test_batches_go_to_every_worker_of_the_version(pid_workers):
 
 
 async def test_a_worker_that_leaves_the_endpoints_finishes_its_batch_first(pid_workers):
-    key, procs = pid_workers
-    (a, proc_a), (b, proc_b) = procs.items()
-    server = RecordingVersionServer("pids", 1, DOUBLER_SCHEMA, max_batch=4, timeout=60)
-    await server.connect(*a, key)
+    server, (a, proc_a), (b, proc_b) = await serving_both(pid_workers)
     try:
-        await server.set_endpoints([a, b])
         load = asyncio.ensure_future(calls(server, 16))
         await asyncio.sleep(0.1)  # both workers have a batch in flight
         await server.set_endpoints([b])
@@ -829,14 +832,10 @@ async def test_a_worker_that_leaves_the_endpoints_finishes_its_batch_first(pid_w
 
 
 async def test_when_one_worker_dies_the_others_serve_on(pid_workers):
-    key, procs = pid_workers
-    (a, proc_a), (b, proc_b) = procs.items()
-    server = RecordingVersionServer("pids", 1, DOUBLER_SCHEMA, max_batch=4, timeout=60)
+    server, (a, proc_a), (b, proc_b) = await serving_both(pid_workers)
     broken = []
     server.on_broken = broken.append
-    await server.connect(*a, key)
     try:
-        await server.set_endpoints([a, b])
         proc_b.kill()
         proc_b.wait(10)
         answers = await calls(server, 16)

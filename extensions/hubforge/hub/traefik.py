@@ -74,8 +74,9 @@ class HubForgeTraefikProxy(TraefikFileProviderProxy):
         Default 0: half the cores this hub may use, at least one. Go's own default is every
         core; on a small machine, where the proxy shares the cores with the servers, the
         models and their callers, each request relayed then hops between threads, and
-        with two cores traefik spent ~30 % more CPU per request and served ~9 % fewer
-        (benchmarks/README.md, "traefik's GOMAXPROCS"). A ``GOMAXPROCS`` in the hub's
+        with two cores traefik spent ~30 % more CPU per request, and the models
+        benchmark served ~9 % fewer predictions per second (benchmarks/README.md,
+        "traefik's GOMAXPROCS"). A ``GOMAXPROCS`` in the hub's
         environment is kept unless this is set, and ``traefik_env`` wins over both.
         Example: ``c.HubForgeTraefikProxy.go_max_procs = 4``.
         """,
