@@ -114,10 +114,8 @@ class ServiceOAuth(HubOAuth):
     async def _check_hub_authorization(self, url, api_token, cache_key=None, use_cache=True):
         if not use_cache or cache_key is None:
             return await super()._check_hub_authorization(url, api_token, cache_key, use_cache)
-        try:
+        with contextlib.suppress(KeyError):
             return self.cache[cache_key]  # the usual case, on every request: no task to make
-        except KeyError:
-            pass
         lookup = self._lookups.get(cache_key)
         if lookup is None:
             lookup = asyncio.ensure_future(super()._check_hub_authorization(url, api_token, cache_key, use_cache))
