@@ -76,7 +76,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -125,12 +124,6 @@ def _spawn_helpers():
         sys.modules["spawn"] = module
         spec.loader.exec_module(module)
     return sys.modules["spawn"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.25):
@@ -289,6 +282,8 @@ class MLflowServer:
     """One ``mlflow models serve`` process (and its uvicorn workers) in its own process group."""
 
     def __init__(self, venv: Path, model_dir: Path, log_path: Path, workers: int | None):
+        from hubforge.services import free_port
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = log_path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,13 @@ from urllib.parse import quote
 import requests
 import yaml
 
+from hubforge.services import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 HUB_CONFIG = ROOT / "hub_config" / "jupyterhub_config.py"
 VENV_BIN = Path(sys.executable).parent
 #: The hostile base URL JupyterHub's own tests use: '@', a space and a percent sign.
 HOSTILE_PREFIX = "/@/space%20word/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ProcessExited(RuntimeError):

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import sys
 import threading
 import urllib.parse
@@ -34,6 +33,7 @@ from hubforge.client import ServiceClient, ServiceError
 from hubforge.data import DataError, QueryTimeout
 from hubforge.data.magics import parse_sql_magic
 from hubforge.data.preview import preview, tree
+from hubforge.services import free_port
 
 PG_URL = os.environ.get("HUBFORGE_TEST_PG_URL", "")
 needs_pg = pytest.mark.skipif(
@@ -46,12 +46,6 @@ S3_KEY = "AKIAHUBFORGE" + secrets.token_hex(4).upper()
 S3_SECRET = "s3-secret-" + secrets.token_hex(8)
 CLOSED_PORT_PASSWORD = "closed-port-pw-" + secrets.token_hex(4)
 BUCKET = "hubforge-lake"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_password() -> str:

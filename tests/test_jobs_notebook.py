@@ -58,12 +58,9 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def no_hub(monkeypatch, tmp_path):
     """A hub API URL where nothing listens: a request would fail with 502, not ValueError."""
-    import socket
+    from hubforge.services import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("JUPYTERHUB_API_URL", f"http://127.0.0.1:{port}/hub/api")
+    monkeypatch.setenv("JUPYTERHUB_API_URL", f"http://127.0.0.1:{free_port()}/hub/api")
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "not-a-real-token")
 
 

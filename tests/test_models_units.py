@@ -25,6 +25,7 @@ from traitlets.config import Config
 
 from hubforge.exceptions import SettingsError
 from hubforge.models.archive import pack, unpack
+from hubforge.services import free_port
 from hubforge.models.backends import THREAD_ENV, ContainerBackend, WorkerSpec
 from hubforge.models.errors import InvalidArchive, InvalidInput, ModelError, PredictFailed
 from hubforge.models.manager import read_mlmodel
@@ -892,13 +893,6 @@ async def test_the_manager_connects_each_version_to_the_workers_its_backend_list
         server.close()
         manager.engine.dispose()
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- archive names: bugs these tests found (kept last so that `-x` runs the rest) ---------

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from hubprocess import ROOT, VENV_BIN, HubProcess, wait_for
+from hubprocess import ROOT, VENV_BIN, HubProcess
 
 HUBFORGE = str(VENV_BIN / "hubforge")
 
@@ -69,6 +67,50 @@ def test_spawner_sections_refuse_unknown_options(tmp_path):
     configure(c, Settings.load(f))
     assert c.LocalSpawner.isolation == "shared"
     assert c.JupyterHub.spawner_class == "hubforge.spawners.local.LocalSpawner"
+
+
+def test_the_proxy_its_api_and_the_hub_need_their_own_ports(tmp_path):
+    from traitlets.config import Config
+
+    from hubforge.exceptions import SettingsError
+    from hubforge.hub.config import configure
+    from hubforge.settings import Settings
+
+    f = tmp_path / "hubforge.yaml"
+    base = f"data_dir: {tmp_path / 'data'}\nprofiles: [{ROOT / 'spawner_profiles'}]\n"
+    # 8080 + 1 is the hub's default port: the trap a user walks into.
+    f.write_text(base + "bind_url: http://127.0.0.1:8080/\n")
+    with pytest.raises(SettingsError, match=r"hubforge.yaml: proxy_api_port: port 8081 \(0 means the public "
+                       r"port \+ 1\) is also hub_bind_url's port"):
+        configure(Config(), Settings.load(f))
+    f.write_text(base + "bind_url: http://127.0.0.1:8080/\nproxy_api_port: 8080\n")
+    with pytest.raises(SettingsError, match=r"proxy_api_port: port 8080 is also bind_url's port"):
+        configure(Config(), Settings.load(f))
+    f.write_text(base + "bind_url: http://127.0.0.1:8080/\nproxy_api_port: 8090\n")
+    c = Config()
+    configure(c, Settings.load(f))
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:8080/"
+
+
+def test_free_port_never_hands_out_a_port_twice(tmp_path, monkeypatch):
+    import hubforge.services as services
+    from traitlets.config import Config
+
+    from hubforge.hub.config import configure
+    from hubforge.settings import Settings
+
+    monkeypatch.setattr(services, "_taken_ports", set())
+    # The kernel's own choice: a few hundred probes repeat a port more often than not.
+    ports = [services.free_port() for _ in range(400)]
+    assert len(set(ports)) == len(ports)
+
+    # A port the kernel offers again, or one the hub's settings name, is skipped.
+    f = tmp_path / "hubforge.yaml"
+    f.write_text(f"data_dir: {tmp_path / 'data'}\nprofiles: [{ROOT / 'spawner_profiles'}]\n")
+    configure(Config(), Settings.load(f))  # reserves 8000, 8081 and the API's 8001
+    offered = iter([2001, 2001, 2002, 8001, 8081, 8000, 2003])  # below the kernel's range
+    monkeypatch.setattr(services, "_unbound_port", lambda: next(offered))
+    assert [services.free_port() for _ in range(3)] == [2001, 2002, 2003]
 
 
 def test_relative_paths_are_relative_to_the_settings_file(tmp_path):

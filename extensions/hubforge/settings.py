@@ -96,7 +96,11 @@ class Settings(LoggingConfigurable):
 
     proxy_api_port = Integer(
         0,
-        help="""Port of the proxy's REST API on 127.0.0.1. 0 (default): the public port + 1.""",
+        help="""Port of the proxy's REST API on 127.0.0.1. 0 (default): the public port + 1.
+
+        The proxy, its API and the hub (`hub_bind_url`) each need their own port; the hub
+        names the clash and does not start otherwise (``bind_url`` on 8080 makes the API's
+        default 8081, the hub's: set ``proxy_api_port`` then).""",
     ).tag(config=True)
 
     named_server_limit = Integer(

@@ -18,6 +18,7 @@ from ..jobs.hubconfig import configure_jobs_service
 from ..models.hubconfig import configure_models_service
 from ..exceptions import SettingsError
 from ..profiles import load_profiles
+from ..services import reserve_ports
 from ..settings import Settings
 from .proxy import configure_proxy
 
@@ -55,12 +56,38 @@ def configure(c, settings: Settings) -> None:
     c.JupyterHub.db_url = settings.db_url or f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(data_dir / "jupyterhub.pid")
-    api_port = settings.proxy_api_port or (urlparse(settings.bind_url).port or 80) + 1
+    api_port = hub_ports(settings)["proxy_api_port"]
     configure_proxy(c, settings.proxy, data_dir, api_port)
 
     configure_auth(c, settings)
     configure_services(c, settings)
     configure_spawner(c, settings, profile_paths, data_dir)
+
+
+def hub_ports(settings: Settings) -> dict[str, int]:
+    """The loopback ports the hub's own processes listen on, by setting, checked distinct.
+
+    Reserves them (:func:`~hubforge.services.reserve_ports`) so that the ports picked for
+    the hub's services later in the configuration are never one of them.
+    """
+    bind = urlparse(settings.bind_url)
+    public = bind.port or (443 if bind.scheme == "https" else 80)
+    ports = {
+        "bind_url": public,
+        "hub_bind_url": urlparse(settings.hub_bind_url).port or 80,
+        "proxy_api_port": settings.proxy_api_port or public + 1,
+    }
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in seen:
+            hint = " (0 means the public port + 1)" if name == "proxy_api_port" and not settings.proxy_api_port else ""
+            raise SettingsError(
+                f"{settings.source or 'settings'}: {name}: port {port}{hint} is also {seen[port]}'s port; "
+                "the proxy, its API and the hub each need their own"
+            )
+        seen[port] = name
+    reserve_ports(*ports.values())
+    return ports
 
 
 def configure_auth(c, settings: Settings) -> None:

@@ -31,8 +31,38 @@ POD_IP_ENV = "POD_IP"
 KUBERNETES_HUB_HOST = "hub"
 
 
+#: Ports `free_port` must not hand out: the ones it already has, and those reserved.
+_taken_ports: set[int] = set()
+
+
+def reserve_ports(*ports: int) -> None:
+    """Keep `free_port` from handing out `ports` in this process (0 and None are ignored).
+
+    The hub's configuration reserves the ports its settings name (the proxy's, its API's,
+    the hub's) before it picks its services' ports: nothing listens on them yet while the
+    configuration runs, so the kernel could offer one of them as a free port.
+    """
+    _taken_ports.update(p for p in ports if p)
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for a hub-managed service's ``url``)."""
+    """A TCP port free on 127.0.0.1 right now (for a hub-managed service's ``url``), and
+    never one this process has handed out or reserved before.
+
+    The kernel's "any free port" forgets a port as soon as the probing socket closes, so
+    two calls can get the same one back before either is listened on; a hub whose
+    services then share a port fails to start. Ports are not handed out twice instead.
+    """
+    for _ in range(64):
+        port = _unbound_port()
+        if port not in _taken_ports:
+            _taken_ports.add(port)
+            return port
+    raise RuntimeError(f"no free TCP port on 127.0.0.1 that was not handed out already ({len(_taken_ports)} were)")
+
+
+def _unbound_port() -> int:
+    """A port the kernel says is free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
